@@ -1,0 +1,242 @@
+#pragma once
+// Tensor<T, Backend>: an owning, contiguous, row-major array of rank 0..4, and TensorView, its
+// non-owning counterpart. Layers take views (so callers can pass slices) and return Tensors.
+#include <algorithm>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <vector>
+#include "celltx/core/backend.hpp"
+#include "celltx/core/error.hpp"
+#include "celltx/core/shape.hpp"
+
+namespace celltx {
+
+/// Where a backend's memory comes from. The host specialisation lives here; the CUDA one in
+/// include/celltx/backend/cuda/memory.hpp (include it before making a Tensor<T, cuda>).
+template <Backend B>
+struct storage_traits;
+
+template <>
+struct storage_traits<cpu> {
+    static constexpr std::size_t alignment = 64;  // one cache line, enough for AVX-512 loads
+    static void* allocate(std::size_t bytes) {
+        if (bytes == 0) return nullptr;
+        std::size_t rounded = (bytes + alignment - 1) / alignment * alignment;
+        void* p = std::aligned_alloc(alignment, rounded);
+        if (!p) throw std::bad_alloc();
+        return p;
+    }
+    static void deallocate(void* p) noexcept { std::free(p); }
+    static void copy(void* dst, const void* src, std::size_t bytes) {
+        if (bytes) std::memcpy(dst, src, bytes);
+    }
+    static void zero(void* dst, std::size_t bytes) {
+        if (bytes) std::memset(dst, 0, bytes);
+    }
+};
+
+template <class T, Backend B = cpu>
+class TensorView;
+
+namespace detail {
+inline index_t flat_index(const Shape& s, std::initializer_list<index_t> idx) {
+    require(static_cast<int>(idx.size()) == s.rank(), "Tensor: {} indices given for a tensor of shape {}",
+            idx.size(), s);
+    index_t flat = 0;
+    int axis = 0;
+    for (index_t i : idx) {
+        const index_t n = s[axis++];
+        require(i >= 0 && i < n, "Tensor: index {} out of range on axis {} of shape {}", i, axis - 1, s);
+        flat = flat * n + i;
+    }
+    return flat;
+}
+} // namespace detail
+
+/// Non-owning view of contiguous row-major memory. `T` may be const-qualified.
+template <class T, Backend B>
+class TensorView {
+public:
+    using value_type = std::remove_const_t<T>;
+    using backend = B;
+
+    TensorView() = default;
+    TensorView(T* data, Shape shape) : data_(data), shape_(shape) {}
+    /// A view of mutable data converts to a view of const data.
+    template <class U>
+        requires(std::is_const_v<T> && std::same_as<std::remove_const_t<T>, U>)
+    TensorView(const TensorView<U, B>& other) : data_(other.data()), shape_(other.shape()) {}
+
+    T* data() const noexcept { return data_; }
+    const Shape& shape() const noexcept { return shape_; }
+    index_t numel() const noexcept { return shape_.numel(); }
+    int rank() const noexcept { return shape_.rank(); }
+    index_t size(int axis) const { return shape_[axis]; }
+    bool empty() const noexcept { return numel() == 0; }
+
+    /// The same memory under another shape with the same number of elements.
+    TensorView reshaped(Shape s) const {
+        require(s.numel() == numel(), "TensorView::reshaped: cannot view {} as {}", shape_, s);
+        return {data_, s};
+    }
+    /// Sub-view of the leading axis: items [begin, begin+count).
+    TensorView slice(index_t begin, index_t count) const {
+        require(rank() >= 1 && begin >= 0 && count >= 0 && begin + count <= shape_[0],
+                "TensorView::slice: [{}, {}) out of range for shape {}", begin, begin + count, shape_);
+        const index_t inner = shape_[0] ? numel() / shape_[0] : 0;
+        std::vector<index_t> dims(shape_.begin(), shape_.end());
+        dims[0] = count;
+        return {data_ + begin * inner, Shape::from_range(dims.begin(), dims.end())};
+    }
+
+    template <class... I>
+    T& operator()(I... idx) const
+        requires(!B::is_device)
+    {
+        return data_[detail::flat_index(shape_, {static_cast<index_t>(idx)...})];
+    }
+    T& operator[](index_t flat) const
+        requires(!B::is_device)
+    {
+        return data_[flat];
+    }
+
+private:
+    T* data_ = nullptr;
+    Shape shape_;
+};
+
+template <class T, Backend B = cpu>
+using ConstView = TensorView<const T, B>;
+
+/// Owning, contiguous, row-major tensor. Copies are deep; moves are cheap.
+template <Scalar T, Backend B = cpu>
+class Tensor {
+    using traits = storage_traits<B>;
+
+public:
+    using value_type = T;
+    using backend = B;
+
+    Tensor() = default;
+    /// Zero-initialised tensor of the given shape.
+    explicit Tensor(Shape shape) : Tensor(shape, uninitialized_tag{}) { traits::zero(data_.get(), bytes()); }
+
+    /// Tensor whose contents are unspecified: for outputs that are fully written next.
+    static Tensor uninitialized(Shape shape) { return Tensor(shape, uninitialized_tag{}); }
+    static Tensor zeros(Shape shape) { return Tensor(shape); }
+    static Tensor full(Shape shape, T value)
+        requires(!B::is_device)
+    {
+        Tensor t = uninitialized(shape);
+        t.fill(value);
+        return t;
+    }
+    /// Host tensor from values in row-major order.
+    static Tensor from(Shape shape, const std::vector<T>& values)
+        requires(!B::is_device)
+    {
+        require(static_cast<index_t>(values.size()) == shape.numel(),
+                "Tensor::from: {} values given for shape {}", values.size(), shape);
+        Tensor t = uninitialized(shape);
+        std::copy(values.begin(), values.end(), t.data());
+        return t;
+    }
+    /// Deep copy of a view.
+    static Tensor copy_of(ConstView<T, B> v) {
+        Tensor t = uninitialized(v.shape());
+        traits::copy(t.data(), v.data(), t.bytes());
+        return t;
+    }
+
+    Tensor(const Tensor& o) : Tensor(o.shape_, uninitialized_tag{}) { traits::copy(data(), o.data(), bytes()); }
+    Tensor& operator=(const Tensor& o) {
+        if (this != &o) {
+            if (!(shape_ == o.shape_)) *this = Tensor(o.shape_, uninitialized_tag{});
+            traits::copy(data(), o.data(), bytes());
+        }
+        return *this;
+    }
+    Tensor(Tensor&&) noexcept = default;
+    Tensor& operator=(Tensor&&) noexcept = default;
+
+    T* data() noexcept { return data_.get(); }
+    const T* data() const noexcept { return data_.get(); }
+    const Shape& shape() const noexcept { return shape_; }
+    index_t numel() const noexcept { return shape_.numel(); }
+    int rank() const noexcept { return shape_.rank(); }
+    index_t size(int axis) const { return shape_[axis]; }
+    bool empty() const noexcept { return numel() == 0; }
+    std::size_t bytes() const noexcept { return static_cast<std::size_t>(numel()) * sizeof(T); }
+
+    TensorView<T, B> view() noexcept { return {data(), shape_}; }
+    ConstView<T, B> view() const noexcept { return {data(), shape_}; }
+    ConstView<T, B> cview() const noexcept { return {data(), shape_}; }
+    operator TensorView<T, B>() noexcept { return view(); }
+    operator ConstView<T, B>() const noexcept { return cview(); }
+
+    /// Changes the shape in place; the element count must not change.
+    Tensor& reshape(Shape s) {
+        require(s.numel() == numel(), "Tensor::reshape: cannot reshape {} to {}", shape_, s);
+        shape_ = s;
+        return *this;
+    }
+    TensorView<T, B> reshaped(Shape s) { return view().reshaped(s); }
+    ConstView<T, B> reshaped(Shape s) const { return cview().reshaped(s); }
+
+    void zero() { traits::zero(data(), bytes()); }
+    void fill(T value)
+        requires(!B::is_device)
+    {
+        std::fill_n(data(), numel(), value);
+    }
+
+    template <class... I>
+    T& operator()(I... idx)
+        requires(!B::is_device)
+    {
+        return data()[detail::flat_index(shape_, {static_cast<index_t>(idx)...})];
+    }
+    template <class... I>
+    const T& operator()(I... idx) const
+        requires(!B::is_device)
+    {
+        return data()[detail::flat_index(shape_, {static_cast<index_t>(idx)...})];
+    }
+    T& operator[](index_t flat) requires(!B::is_device) { return data()[flat]; }
+    const T& operator[](index_t flat) const requires(!B::is_device) { return data()[flat]; }
+
+    /// Element-wise conversion to another scalar type on the host (float <-> double).
+    template <Scalar U>
+    Tensor<U, B> cast() const
+        requires(!B::is_device)
+    {
+        Tensor<U, B> out = Tensor<U, B>::uninitialized(shape_);
+        std::transform(data(), data() + numel(), out.data(), [](T v) { return static_cast<U>(v); });
+        return out;
+    }
+
+private:
+    struct uninitialized_tag {};
+    struct deleter {
+        void operator()(T* p) const noexcept { traits::deallocate(p); }
+    };
+    Tensor(Shape shape, uninitialized_tag)
+        : shape_(shape), data_(static_cast<T*>(traits::allocate(static_cast<std::size_t>(shape.numel()) * sizeof(T)))) {}
+
+    Shape shape_;
+    std::unique_ptr<T, deleter> data_;
+};
+
+/// Copies `src` into `dst`; shapes must hold the same number of elements.
+template <class T, Backend B>
+void copy(ConstView<T, B> src, TensorView<T, B> dst) {
+    require(src.numel() == dst.numel(), "copy: {} elements into {}", src.shape(), dst.shape());
+    storage_traits<B>::copy(dst.data(), src.data(), static_cast<std::size_t>(src.numel()) * sizeof(T));
+}
+
+} // namespace celltx

@@ -1,0 +1,85 @@
+#pragma once
+// Linear: y = x Wᵀ + b over the last axis (nn.Linear; state_dict names `weight` [out,in], `bias` [out]).
+//
+// Contract (shared by every layer in celltx::nn):
+//  - forward(x, ctx) saves what backward needs and returns a new tensor;
+//  - backward(dy, dx) ASSIGNS every parameter gradient and ADDS the input gradient into dx
+//    (an empty dx means the caller needs no input gradient);
+//  - visit_parameters(f, prefix) calls f(name, parameter) with PyTorch's state_dict names.
+#include <string>
+#include "celltx/backend/cpu/gemm.hpp"
+#include "celltx/backend/cpu/rowwise.hpp"
+#include "celltx/core/context.hpp"
+#include "celltx/core/parameter.hpp"
+#include "celltx/core/rng.hpp"
+#include "celltx/nn/init.hpp"
+
+namespace celltx::nn {
+
+template <Scalar T, Backend B = cpu>
+class Linear {
+public:
+    Linear() = default;
+    Linear(index_t in_features, index_t out_features, bool bias = true)
+        : weight(Shape{out_features, in_features}), in_(in_features), out_(out_features), has_bias_(bias) {
+        if (bias) this->bias = Parameter<T, B>(Shape{out_features});
+    }
+
+    index_t in_features() const noexcept { return in_; }
+    index_t out_features() const noexcept { return out_; }
+    bool has_bias() const noexcept { return has_bias_; }
+
+    /// PyTorch's default initialisation: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)).
+    void reset_parameters(Generator& g)
+        requires(!B::is_device)
+    {
+        init::linear_default(weight.value, g, in_);
+        if (has_bias_) init::linear_default(bias.value, g, in_);
+    }
+
+    /// x [..., in] -> y [..., out]
+    Tensor<T, B> forward(ConstView<T, B> x, const Context& = {}) {
+        require(x.rank() >= 1 && x.shape().last() == in_, "Linear: input {} does not end in in_features={}", x.shape(), in_);
+        x_ = Tensor<T, B>::copy_of(x);
+        return apply(x);
+    }
+
+    /// y = x Wᵀ + b without saving anything (inference).
+    Tensor<T, B> apply(ConstView<T, B> x) const {
+        require(x.rank() >= 1 && x.shape().last() == in_, "Linear: input {} does not end in in_features={}", x.shape(), in_);
+        const index_t rows = x.shape().rows();
+        auto y = Tensor<T, B>::uninitialized(x.shape().with_last(out_));
+        ops::gemm(B{}, false, true, rows, out_, in_, T(1), x.data(), in_, weight.value.data(), in_, T(0), y.data(), out_);
+        if (has_bias_) ops::add_row_vector(B{}, y.data(), bias.value.data(), rows, out_);
+        return y;
+    }
+
+    void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
+        const index_t rows = x_.shape().rows();
+        require(dy.shape() == x_.shape().with_last(out_), "Linear::backward: dy {} does not match the output {}",
+                dy.shape(), x_.shape().with_last(out_));
+        // dW = dyᵀ x, db = Σ_rows dy (assigned), dx += dy W
+        ops::gemm(B{}, true, false, out_, in_, rows, T(1), dy.data(), out_, x_.data(), in_, T(0), weight.grad.data(), in_);
+        if (has_bias_) ops::column_sum(B{}, dy.data(), rows, out_, bias.grad.data());
+        if (dx.data()) {
+            require(dx.shape() == x_.shape(), "Linear::backward: dx {} does not match the input {}", dx.shape(), x_.shape());
+            ops::gemm(B{}, false, false, rows, in_, out_, T(1), dy.data(), out_, weight.value.data(), in_, T(1), dx.data(), in_);
+        }
+    }
+
+    template <class F>
+    void visit_parameters(F&& f, const std::string& prefix = "") {
+        f(join_name(prefix, "weight"), weight);
+        if (has_bias_) f(join_name(prefix, "bias"), bias);
+    }
+
+    Parameter<T, B> weight;
+    Parameter<T, B> bias;
+
+private:
+    index_t in_ = 0, out_ = 0;
+    bool has_bias_ = true;
+    Tensor<T, B> x_;
+};
+
+} // namespace celltx::nn
