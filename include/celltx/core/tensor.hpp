@@ -2,6 +2,7 @@
 // Tensor<T, Backend>: an owning, contiguous, row-major array of rank 0..4, and TensorView, its
 // non-owning counterpart. Layers take views (so callers can pass slices) and return Tensors.
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +21,27 @@ namespace celltx {
 template <Backend B>
 struct storage_traits;
 
+/// Live and peak bytes held by Tensors of one backend: how tests and benchmarks prove that no
+/// T×T buffer was ever allocated.
+struct MemoryStats {
+    std::atomic<std::size_t> live{0};
+    std::atomic<std::size_t> peak{0};
+    void add(std::size_t bytes) noexcept {
+        const std::size_t now = live.fetch_add(bytes) + bytes;
+        std::size_t p = peak.load();
+        while (now > p && !peak.compare_exchange_weak(p, now)) {}
+    }
+    void remove(std::size_t bytes) noexcept { live.fetch_sub(bytes); }
+    /// Starts a new peak measurement from the current live bytes.
+    void reset_peak() noexcept { peak.store(live.load()); }
+};
+
+template <Backend B>
+inline MemoryStats& memory_stats() {
+    static MemoryStats stats;
+    return stats;
+}
+
 template <>
 struct storage_traits<cpu> {
     static constexpr std::size_t alignment = 64;  // one cache line, enough for AVX-512 loads
@@ -28,9 +50,13 @@ struct storage_traits<cpu> {
         std::size_t rounded = (bytes + alignment - 1) / alignment * alignment;
         void* p = std::aligned_alloc(alignment, rounded);
         if (!p) throw std::bad_alloc();
+        memory_stats<cpu>().add(bytes);
         return p;
     }
-    static void deallocate(void* p) noexcept { std::free(p); }
+    static void deallocate(void* p, std::size_t bytes) noexcept {
+        if (p) memory_stats<cpu>().remove(bytes);
+        std::free(p);
+    }
     static void copy(void* dst, const void* src, std::size_t bytes) {
         if (bytes) std::memcpy(dst, src, bytes);
     }
@@ -223,10 +249,13 @@ public:
 private:
     struct uninitialized_tag {};
     struct deleter {
-        void operator()(T* p) const noexcept { traits::deallocate(p); }
+        std::size_t bytes = 0;
+        void operator()(T* p) const noexcept { traits::deallocate(p, bytes); }
     };
     Tensor(Shape shape, uninitialized_tag)
-        : shape_(shape), data_(static_cast<T*>(traits::allocate(static_cast<std::size_t>(shape.numel()) * sizeof(T)))) {}
+        : shape_(shape),
+          data_(static_cast<T*>(traits::allocate(static_cast<std::size_t>(shape.numel()) * sizeof(T))),
+                deleter{static_cast<std::size_t>(shape.numel()) * sizeof(T)}) {}
 
     Shape shape_;
     std::unique_ptr<T, deleter> data_;
