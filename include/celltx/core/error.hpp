@@ -2,6 +2,7 @@
 // Errors: every failure is an exception whose message names where (file, key, field) and what.
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <fmt/format.h>
 
 namespace celltx {
@@ -25,9 +26,17 @@ public:
 };
 
 /// Throws ShapeError with a formatted message when `cond` is false.
+#if defined(__CUDACC__)
+// nvcc's front end cannot evaluate fmt's consteval format-string checks: format at run time there.
+template <class... Args>
+inline void require(bool cond, std::string_view f, const Args&... args) {
+    if (!cond) throw ShapeError(fmt::vformat(f, fmt::make_format_args(args...)));
+}
+#else
 template <class... Args>
 inline void require(bool cond, fmt::format_string<Args...> f, Args&&... args) {
     if (!cond) throw ShapeError(fmt::format(f, std::forward<Args>(args)...));
 }
+#endif
 
 } // namespace celltx

@@ -7,8 +7,7 @@
 //    (an empty dx means the caller needs no input gradient);
 //  - visit_parameters(f, prefix) calls f(name, parameter) with PyTorch's state_dict names.
 #include <string>
-#include "celltx/backend/cpu/gemm.hpp"
-#include "celltx/backend/cpu/rowwise.hpp"
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"
 #include "celltx/core/rng.hpp"
@@ -30,9 +29,7 @@ public:
     bool has_bias() const noexcept { return has_bias_; }
 
     /// PyTorch's default initialisation: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)).
-    void reset_parameters(Generator& g)
-        requires(!B::is_device)
-    {
+    void reset_parameters(Generator& g) {
         init::linear_default(weight.value, g, in_);
         if (has_bias_) init::linear_default(bias.value, g, in_);
     }

@@ -1,0 +1,362 @@
+#pragma once
+// Memory-efficient multi-head attention on the CPU (FlashAttention-2 style, in float or double).
+//
+// Operands are token-major, as a projection writes them: element (b, t, h, e) of a
+// [batch, tokens, heads, dh] operand lives at data[(b*tokens + t)*ld + h*dh + e] (ld >= heads*dh, so a
+// packed [B, T, 3d] projection can be read in place). Query head h reads kv head h / (hq/hkv).
+//  - attention_forward: O = softmax(scale·Q Kᵀ) V, blockwise with an online softmax; saves only O and
+//    LSE [batch, hq, tq] (log-sum-exp of each score row). Nothing of size tq×tk is ever allocated.
+//  - attention_backward: ASSIGNS dQ, dK, dV by recomputing P from LSE.
+//  - Dropout on the probabilities: the mask of element (b,h,i,j) is a pure function of
+//    (seed, stream, step, ((b*hq+h)*tq+i)*tk+j) (attention_dropout_keep), so backward redraws it.
+//  - tk == 0: O = 0, LSE = -inf, dQ = 0.
+//  - GraphHook: adds c_i·P_ij − W_ij to dL/dS_ij (P before dropout), W sparse (CSR) per query head,
+//    shared across the batch: the gradient of Σ W_ij·(−log P_ij) with c_i = Σ_j W_ij. The edge scores
+//    (attention_edge_scores) give log P_ij = s_ij − LSE_i at the edges without any dense matrix.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <vector>
+#include "celltx/backend/cpu/eigen.hpp"
+#include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/core/rng.hpp"
+#include "celltx/core/tensor.hpp"
+
+namespace celltx::ops {
+
+/// Sizes of one attention call. scale == 0 means 1/sqrt(dh).
+struct AttentionDims {
+    index_t batch = 1, tq = 0, tk = 0, hq = 1, hkv = 1, dh = 1;
+    double scale = 0.0;
+
+    double softmax_scale() const { return scale != 0.0 ? scale : 1.0 / std::sqrt(static_cast<double>(dh)); }
+    index_t group() const { return hq / hkv; }
+};
+
+/// A [batch, tokens, heads, dh] operand with `ld` elements between consecutive tokens.
+template <class T>
+struct HeadsRef {
+    T* data = nullptr;
+    index_t ld = 0;
+};
+
+/// Dropout on the attention probabilities: keep with probability 1−p, scale kept ones by 1/(1−p).
+struct AttentionDropout {
+    double p = 0.0;
+    std::uint64_t seed = 0, stream = 0, step = 0;
+
+    bool active() const noexcept { return p > 0.0; }
+    /// The random stream of one (seed, stream, step): masks of different steps are independent.
+    CounterRng rng() const noexcept { return CounterRng(seed, stream).substream(step); }
+};
+
+/// Flat index of score element (b, h, i, j): the counter its dropout draw is addressed by.
+inline std::uint64_t attention_element_index(const AttentionDims& d, index_t b, index_t h, index_t i, index_t j) noexcept {
+    return static_cast<std::uint64_t>(((b * d.hq + h) * d.tq + i) * d.tk + j);
+}
+
+/// Whether dropout keeps score element (b, h, i, j). The kernels use exactly this rule.
+inline bool attention_dropout_keep(const AttentionDropout& drop, const AttentionDims& d, index_t b, index_t h, index_t i,
+                                   index_t j) noexcept {
+    return !drop.active() || drop.rng().uniform(attention_element_index(d, b, h, i, j)) > drop.p;
+}
+
+/// One sparse matrix W [tq, tk] for query head `head`, in CSR, shared by every batch item.
+template <class T>
+struct GraphTerm {
+    index_t head = 0;
+    std::span<const index_t> row_ptr;  ///< tq + 1 offsets, row_ptr[0] == 0
+    std::span<const index_t> col;      ///< key index of each edge
+    std::span<const T> value;          ///< W_ij of each edge
+
+    index_t nnz() const noexcept { return static_cast<index_t>(col.size()); }
+};
+
+/// The graph-regularisation term fused into the score gradient: dL/dS_ij += c_ij·P_ij − W_ij.
+template <class T>
+struct GraphHook {
+    const T* coef = nullptr;            ///< c [batch, hq, tq] (every head; zero rows add nothing), or null
+    std::vector<GraphTerm<T>> terms;    ///< W per head; a head may appear more than once (the terms add)
+
+    bool empty() const noexcept { return coef == nullptr && terms.empty(); }
+};
+
+namespace attention_detail {
+
+// Query x key block sizes: a 64×256 score block (64 KB in float) stays in L2 with its operands.
+inline constexpr index_t fwd_block_q = 64, fwd_block_k = 256;
+inline constexpr index_t bwd_block_q = 64, bwd_block_k = 128;
+
+inline void check_dims(const AttentionDims& d) {
+    require(d.batch >= 0 && d.tq >= 0 && d.tk >= 0, "attention: negative size (batch {}, tq {}, tk {})", d.batch, d.tq, d.tk);
+    require(d.hq >= 1 && d.hkv >= 1 && d.hq % d.hkv == 0, "attention: {} query heads are not a multiple of {} kv heads", d.hq, d.hkv);
+    require(d.dh >= 1, "attention: head_dim {} must be positive", d.dh);
+    require(std::isfinite(d.scale), "attention: scale {} is not finite", d.scale);
+}
+
+template <class T>
+void check_operand(const char* what, HeadsRef<T> x, index_t heads, const AttentionDims& d, index_t tokens) {
+    require(x.ld >= heads * d.dh, "attention: {} has ld {} < heads*dh = {}", what, x.ld, heads * d.dh);
+    require(x.data != nullptr || d.batch * tokens == 0, "attention: {} is null", what);
+}
+
+inline void check_dropout(const AttentionDropout& drop) {
+    require(drop.p >= 0.0 && drop.p < 1.0, "attention: dropout probability {} is outside [0, 1)", drop.p);
+}
+
+template <class T>
+void check_term(const GraphTerm<T>& t, const AttentionDims& d) {
+    require(t.head >= 0 && t.head < d.hq, "attention graph hook: head {} out of range for {} heads", t.head, d.hq);
+    require(static_cast<index_t>(t.row_ptr.size()) == d.tq + 1, "attention graph hook: row_ptr has {} entries, expected tq+1 = {}",
+            t.row_ptr.size(), d.tq + 1);
+    require(t.value.size() == t.col.size(), "attention graph hook: {} values for {} column indices", t.value.size(), t.col.size());
+    require(t.row_ptr[0] == 0 && t.row_ptr[d.tq] == t.nnz(), "attention graph hook: row_ptr must run from 0 to nnz = {}", t.nnz());
+    for (index_t i = 0; i < d.tq; ++i)
+        require(t.row_ptr[i] <= t.row_ptr[i + 1], "attention graph hook: row_ptr decreases at row {}", i);
+    for (index_t e = 0; e < t.nnz(); ++e)
+        require(t.col[e] >= 0 && t.col[e] < d.tk, "attention graph hook: column {} of edge {} out of range for tk = {}", t.col[e], e, d.tk);
+}
+
+/// out[c] = keep(first + c) ? keep_scale : 0 for c < n: one Philox block serves four neighbours.
+template <class T>
+void dropout_factors(const CounterRng& rng, double p, T keep_scale, std::uint64_t first, index_t n, T* out) {
+    std::uint64_t block = ~std::uint64_t{0};
+    std::array<std::uint32_t, 4> bits{};
+    for (index_t c = 0; c < n; ++c) {
+        const std::uint64_t idx = first + static_cast<std::uint64_t>(c);
+        if ((idx >> 2) != block) {
+            block = idx >> 2;
+            bits = rng.bits(block);
+        }
+        out[c] = uint_to_unit(bits[idx & 3]) > p ? keep_scale : T(0);
+    }
+}
+
+/// rows x dh block of a heads operand starting at token t0 of batch item b, head h.
+template <class T>
+auto block(HeadsRef<T> x, index_t tokens, index_t b, index_t t0, index_t h, index_t rows, index_t dh) {
+    return cpu_detail::mat(x.data + (b * tokens + t0) * x.ld + h * dh, rows, dh, x.ld);
+}
+
+} // namespace attention_detail
+
+/// O = softmax(scale·Q Kᵀ ∘ dropout) V and LSE [batch, hq, tq]; memory O((tq+tk)·d) plus per-task blocks.
+template <Scalar T>
+void attention_forward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsRef<const T> k, HeadsRef<const T> v, HeadsRef<T> o,
+                       T* lse, const AttentionDropout& drop = {}) {
+    using namespace attention_detail;
+    using cpu_detail::mat;
+    check_dims(d);
+    check_dropout(drop);
+    check_operand("Q", q, d.hq, d, d.tq);
+    check_operand("K", k, d.hkv, d, d.tk);
+    check_operand("V", v, d.hkv, d, d.tk);
+    check_operand("O", o, d.hq, d, d.tq);
+    require(lse != nullptr || d.batch * d.tq == 0, "attention_forward: LSE is null");
+    const index_t nqb = (d.tq + fwd_block_q - 1) / fwd_block_q, dh = d.dh, group = d.group();
+    const T scale = static_cast<T>(d.softmax_scale());
+    const T keep_scale = static_cast<T>(1.0 / (1.0 - drop.p));
+    const CounterRng rng = drop.rng();
+
+    cpu_detail::parallel_for(d.batch * d.hq * nqb, [&](index_t task) {
+        const index_t b = task / (d.hq * nqb), h = (task / nqb) % d.hq, i0 = (task % nqb) * fwd_block_q;
+        const index_t m = std::min(fwd_block_q, d.tq - i0), hk = h / group;
+        auto out = block(o, d.tq, b, i0, h, m, dh);
+        T* lse_out = lse + (b * d.hq + h) * d.tq + i0;
+        if (d.tk == 0) {  // no keys: nothing to attend to
+            out.setZero();
+            std::fill_n(lse_out, m, -std::numeric_limits<T>::infinity());
+            return;
+        }
+        // Per-task scratch, counted by memory_stats like every other Tensor.
+        auto scratch = Tensor<T>::uninitialized(Shape{2 * m * dh + m * fwd_block_k + 2 * m + fwd_block_k});
+        T* p = scratch.data();
+        auto qs = mat(p, m, dh, dh);
+        auto acc = mat(p + m * dh, m, dh, dh);
+        T* S = p + 2 * m * dh;
+        T* mx = S + m * fwd_block_k;
+        T* l = mx + m;
+        T* factors = l + m;
+        qs = scale * block(q, d.tq, b, i0, h, m, dh);  // scale the queries once instead of every score
+        acc.setZero();
+        std::fill_n(mx, m, -std::numeric_limits<T>::infinity());
+        std::fill_n(l, m, T(0));
+        for (index_t j0 = 0; j0 < d.tk; j0 += fwd_block_k) {
+            const index_t n = std::min(fwd_block_k, d.tk - j0);
+            auto s = mat(S, m, n, n);
+            s.noalias() = qs * block(k, d.tk, b, j0, hk, n, dh).transpose();
+            for (index_t r = 0; r < m; ++r) {
+                auto row = s.row(r).array();
+                const T new_max = std::max(mx[r], row.maxCoeff());
+                const T corr = std::exp(mx[r] - new_max);  // exp(-inf) = 0 on the first block
+                row = (row - new_max).exp();
+                l[r] = l[r] * corr + row.sum();  // the normaliser uses the probabilities before dropout
+                mx[r] = new_max;
+                acc.row(r) *= corr;
+                if (drop.active()) {
+                    dropout_factors(rng, drop.p, keep_scale, attention_element_index(d, b, h, i0 + r, j0), n, factors);
+                    row *= cpu_detail::mat(factors, 1, n, n).array();
+                }
+            }
+            acc.noalias() += s * block(v, d.tk, b, j0, hk, n, dh);
+        }
+        for (index_t r = 0; r < m; ++r) {
+            out.row(r) = acc.row(r) / l[r];
+            lse_out[r] = mx[r] + std::log(l[r]);
+        }
+    });
+}
+
+/// dQ, dK, dV (ASSIGNED) from dO, by recomputing P from the saved LSE; optional graph hook.
+/// Tasks are (batch item, kv head): each owns its dK, dV and the dQ of its query heads, so there
+/// are no races and the summation order (hence every bit of the result) does not depend on the
+/// number of threads.
+template <Scalar T>
+void attention_backward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsRef<const T> k, HeadsRef<const T> v,
+                        HeadsRef<const T> o, const T* lse, HeadsRef<const T> dout, HeadsRef<T> dq, HeadsRef<T> dk,
+                        HeadsRef<T> dv, const AttentionDropout& drop = {}, const GraphHook<T>* hook = nullptr) {
+    using namespace attention_detail;
+    using cpu_detail::mat;
+    check_dims(d);
+    check_dropout(drop);
+    check_operand("Q", q, d.hq, d, d.tq);
+    check_operand("K", k, d.hkv, d, d.tk);
+    check_operand("V", v, d.hkv, d, d.tk);
+    check_operand("O", o, d.hq, d, d.tq);
+    check_operand("dO", dout, d.hq, d, d.tq);
+    check_operand("dQ", dq, d.hq, d, d.tq);
+    check_operand("dK", dk, d.hkv, d, d.tk);
+    check_operand("dV", dv, d.hkv, d, d.tk);
+    require(lse != nullptr || d.batch * d.tq == 0, "attention_backward: LSE is null");
+    if (hook)
+        for (const auto& t : hook->terms) check_term(t, d);
+    const index_t dh = d.dh, group = d.group();
+    const T scale = static_cast<T>(d.softmax_scale());
+    const T keep_scale = static_cast<T>(1.0 / (1.0 - drop.p));
+    const CounterRng rng = drop.rng();
+    const T* coef = hook ? hook->coef : nullptr;
+
+    cpu_detail::parallel_for(d.batch * d.hkv, [&](index_t task) {
+        const index_t b = task / d.hkv, g = task % d.hkv;
+        for (index_t hh = 0; hh < group; ++hh) block(dq, d.tq, b, 0, g * group + hh, d.tq, dh).setZero();
+        block(dk, d.tk, b, 0, g, d.tk, dh).setZero();
+        block(dv, d.tk, b, 0, g, d.tk, dh).setZero();
+        if (d.tq == 0 || d.tk == 0) return;
+
+        const index_t bq = bwd_block_q, bk = bwd_block_k, nblk = bq * bk;
+        auto scratch = Tensor<T>::uninitialized(Shape{group * d.tq + bq * dh + 2 * bk * dh + (drop.active() ? 4 : 2) * nblk});
+        T* dc = scratch.data();  // D_i − c_i per query row of each head of the group
+        T* qs_p = dc + group * d.tq;
+        T* dk_acc_p = qs_p + bq * dh;
+        T* dv_acc_p = dk_acc_p + bk * dh;
+        T* P = dv_acc_p + bk * dh;
+        T* DS = P + nblk;
+        T* MK = DS + nblk;   // dropout only: keep factors
+        T* PD = MK + nblk;   // dropout only: dropped probabilities
+        for (index_t hh = 0; hh < group; ++hh) {
+            const index_t h = g * group + hh;
+            for (index_t i = 0; i < d.tq; ++i) {
+                const T* orow = o.data + (b * d.tq + i) * o.ld + h * dh;
+                const T* grow = dout.data + (b * d.tq + i) * dout.ld + h * dh;
+                T s = 0;
+                for (index_t e = 0; e < dh; ++e) s += orow[e] * grow[e];
+                dc[hh * d.tq + i] = coef ? s - coef[(b * d.hq + h) * d.tq + i] : s;
+            }
+        }
+        for (index_t j0 = 0; j0 < d.tk; j0 += bk) {
+            const index_t n = std::min(bk, d.tk - j0);
+            const auto kb = block(k, d.tk, b, j0, g, n, dh);
+            const auto vb = block(v, d.tk, b, j0, g, n, dh);
+            auto dk_acc = mat(dk_acc_p, n, dh, dh);
+            auto dv_acc = mat(dv_acc_p, n, dh, dh);
+            dk_acc.setZero();
+            dv_acc.setZero();
+            for (index_t hh = 0; hh < group; ++hh) {
+                const index_t h = g * group + hh;
+                const T* lse_h = lse + (b * d.hq + h) * d.tq;
+                for (index_t i0 = 0; i0 < d.tq; i0 += bq) {
+                    const index_t m = std::min(bq, d.tq - i0);
+                    auto qs = mat(qs_p, m, dh, dh);
+                    qs = scale * block(q, d.tq, b, i0, h, m, dh);  // same rounding as the forward
+                    const auto gb = block(dout, d.tq, b, i0, h, m, dh);
+                    auto p = mat(P, m, n, n);
+                    auto ds = mat(DS, m, n, n);
+                    p.noalias() = qs * kb.transpose();
+                    for (index_t r = 0; r < m; ++r) p.row(r) = (p.row(r).array() - lse_h[i0 + r]).exp();
+                    ds.noalias() = gb * vb.transpose();  // dO Vᵀ: gradient w.r.t. the dropped probabilities
+                    if (drop.active()) {
+                        auto mk = mat(MK, m, n, n);
+                        auto pd = mat(PD, m, n, n);
+                        for (index_t r = 0; r < m; ++r)
+                            dropout_factors(rng, drop.p, keep_scale, attention_element_index(d, b, h, i0 + r, j0), n, MK + r * n);
+                        pd = p.cwiseProduct(mk);
+                        dv_acc.noalias() += pd.transpose() * gb;
+                        ds = ds.cwiseProduct(mk);
+                    } else {
+                        dv_acc.noalias() += p.transpose() * gb;
+                    }
+                    // dS = P ∘ (dP − D_i + c_i)
+                    for (index_t r = 0; r < m; ++r)
+                        ds.row(r) = p.row(r).array() * (ds.row(r).array() - dc[hh * d.tq + i0 + r]);
+                    block(dq, d.tq, b, i0, h, m, dh).noalias() += scale * (ds * kb);
+                    dk_acc.noalias() += ds.transpose() * qs;  // qs already carries the scale
+                }
+            }
+            block(dk, d.tk, b, j0, g, n, dh) = dk_acc;
+            block(dv, d.tk, b, j0, g, n, dh) = dv_acc;
+        }
+        if (!hook) return;
+        // The −W_ij part: a sparse pass over the edges of this task's heads.
+        for (const auto& t : hook->terms) {
+            if (t.head / group != g) continue;
+            for (index_t i = 0; i < d.tq; ++i) {
+                T* dqi = dq.data + (b * d.tq + i) * dq.ld + t.head * dh;
+                const T* qi = q.data + (b * d.tq + i) * q.ld + t.head * dh;
+                for (index_t e = t.row_ptr[i]; e < t.row_ptr[i + 1]; ++e) {
+                    const index_t j = t.col[e];
+                    const T w = scale * t.value[e];
+                    T* dkj = dk.data + (b * d.tk + j) * dk.ld + g * dh;
+                    const T* kj = k.data + (b * d.tk + j) * k.ld + g * dh;
+                    for (index_t c = 0; c < dh; ++c) {
+                        dqi[c] -= w * kj[c];
+                        dkj[c] -= w * qi[c];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Scores s_ij = scale·q_i·k_j at the edges of `term` (its head), per batch item: out [batch, nnz].
+/// With `lse` (the forward's [batch, hq, tq]) it writes log P_ij = s_ij − LSE_i instead.
+template <Scalar T>
+void attention_edge_scores(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsRef<const T> k, const GraphTerm<T>& term,
+                           T* out, const T* lse = nullptr) {
+    using namespace attention_detail;
+    check_dims(d);
+    check_operand("Q", q, d.hq, d, d.tq);
+    check_operand("K", k, d.hkv, d, d.tk);
+    check_term(term, d);
+    const index_t nnz = term.nnz(), dh = d.dh, h = term.head, g = term.head / d.group();
+    const T scale = static_cast<T>(d.softmax_scale());
+    constexpr index_t rows_per_task = 256;
+    const index_t nrb = (d.tq + rows_per_task - 1) / rows_per_task;
+    cpu_detail::parallel_for(d.batch * nrb, [&](index_t task) {
+        const index_t b = task / nrb, r0 = (task % nrb) * rows_per_task, r1 = std::min(d.tq, r0 + rows_per_task);
+        for (index_t i = r0; i < r1; ++i) {
+            const T* qi = q.data + (b * d.tq + i) * q.ld + h * dh;
+            const T shift = lse ? lse[(b * d.hq + h) * d.tq + i] : T(0);
+            for (index_t e = term.row_ptr[i]; e < term.row_ptr[i + 1]; ++e) {
+                const T* kj = k.data + (b * d.tk + term.col[e]) * k.ld + g * dh;
+                T s = 0;
+                for (index_t c = 0; c < dh; ++c) s += (scale * qi[c]) * kj[c];  // scaled like the kernels' scores
+                out[b * nnz + e] = s - shift;
+            }
+        }
+    });
+}
+
+} // namespace celltx::ops

@@ -1,0 +1,139 @@
+#pragma once
+// state_dict loading and saving for any module with visit_parameters(f, prefix), whose names are
+// PyTorch's state_dict keys.
+//
+// load_state_dict(module, file, options) behaves like torch's Module.load_state_dict: every tensor is
+// copied (with dtype conversion) into the parameter of the same name; strict mode throws one IoError
+// listing ALL missing and ALL unexpected names; a shape mismatch always throws, naming the key and
+// both shapes. Everything is checked before anything is copied, so a failed load leaves the module
+// untouched. Options add a key -> name mapping (add or strip a prefix) and an "ignore" predicate for
+// keys a checkpoint holds and no parameter uses (frozen embeddings).
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+#include <fmt/format.h>
+#include "celltx/core/concepts.hpp"
+#include "celltx/core/error.hpp"
+#include "celltx/core/parameter.hpp"
+#include "celltx/io/safetensors.hpp"
+
+namespace celltx::io {
+
+/// A module whose parameters can be loaded and saved by name.
+template <class M>
+concept StateDictModule = ParameterVisitable<M, float> || ParameterVisitable<M, double>;
+
+struct LoadOptions {
+    bool strict = true;  ///< missing or unexpected names are an error
+    /// Maps a key of the file to the parameter name it loads into (e.g. strips "model."); none = identity.
+    std::function<std::string(const std::string&)> map_name;
+    /// Keys of the file that are accepted and used by nothing (tested on the key as stored in the file).
+    std::function<bool(const std::string&)> ignore;
+};
+
+struct LoadReport {
+    std::vector<std::string> loaded;      ///< parameter names that were assigned, in module order
+    std::vector<std::string> missing;     ///< parameter names that no key of the file provides
+    std::vector<std::string> unexpected;  ///< keys of the file that no parameter takes
+    std::vector<std::string> ignored;     ///< keys of the file accepted by the ignore predicate
+};
+
+namespace detail {
+/// "key", or "key" (as "name") when the mapping renamed it.
+inline std::string key_text(const std::string& key, const std::string& name) {
+    return name == key ? fmt::format("\"{}\"", key) : fmt::format("\"{}\" (as \"{}\")", key, name);
+}
+inline std::string joined(const std::vector<std::string>& items) {
+    std::string s;
+    for (const auto& i : items) s += (s.empty() ? "" : ", ") + i;
+    return s;
+}
+} // namespace detail
+
+template <StateDictModule M>
+LoadReport load_state_dict(M& module, const SafetensorsFile& file, const LoadOptions& options = {}) {
+    struct Target {
+        std::string name;
+        Shape shape;
+        std::function<void(std::string_view key)> load;
+        const std::string* key = nullptr;  // the file key that loads it
+    };
+    std::vector<Target> targets;
+    std::map<std::string, std::size_t, std::less<>> by_name;
+    module.visit_parameters(
+        [&](const auto& name, auto& p) {
+            using V = decltype(p.value);
+            static_assert(!V::backend::is_device, "load_state_dict loads host parameters");
+            if (!by_name.emplace(std::string(name), targets.size()).second)
+                throw Error(fmt::format("{}: the module has two parameters named '{}'", file.path(), name));
+            targets.push_back({std::string(name), p.value.shape(),
+                               [&file, &p](std::string_view key) { file.load_into<typename V::value_type>(key, p.value.view()); }});
+        },
+        std::string{});
+
+    LoadReport report;
+    std::vector<std::string> errors;
+    std::vector<std::pair<std::string, std::size_t>> plan;  // (key, target)
+    for (const TensorInfo& ti : file.tensors()) {
+        const std::string& key = ti.name;
+        if (options.ignore && options.ignore(key)) {
+            report.ignored.push_back(key);
+            continue;
+        }
+        const std::string name = options.map_name ? options.map_name(key) : key;
+        auto it = by_name.find(name);
+        if (it == by_name.end()) {
+            report.unexpected.push_back(key);
+            continue;
+        }
+        Target& t = targets[it->second];
+        if (t.key)
+            throw IoError(fmt::format("{}: keys '{}' and '{}' both map to parameter '{}'", file.path(), *t.key, key, name));
+        t.key = &key;
+        if (!(ti.shape == t.shape))
+            errors.push_back(fmt::format("size mismatch for {}: the file holds shape {}, the parameter in the module has shape {}.",
+                                         detail::key_text(key, name), ti.shape, t.shape));
+        plan.emplace_back(key, it->second);
+    }
+    for (const Target& t : targets)
+        if (!t.key) report.missing.push_back(t.name);
+
+    if (options.strict) {
+        std::vector<std::string> unexpected, missing;
+        for (const auto& k : report.unexpected) unexpected.push_back(detail::key_text(k, options.map_name ? options.map_name(k) : k));
+        for (const auto& n : report.missing) missing.push_back(detail::key_text(n, n));
+        if (!unexpected.empty()) errors.insert(errors.begin(), fmt::format("Unexpected key(s) in state_dict: {}.", detail::joined(unexpected)));
+        if (!missing.empty()) errors.insert(errors.begin(), fmt::format("Missing key(s) in state_dict: {}.", detail::joined(missing)));
+    }
+    if (!errors.empty()) {
+        std::string msg = fmt::format("{}: error(s) in loading state_dict ({} tensors in the file, {} parameters in the module):",
+                                      file.path(), file.tensors().size(), targets.size());
+        for (const auto& e : errors) msg += "\n\t" + e;
+        throw IoError(msg);
+    }
+
+    for (const auto& [key, index] : plan) targets[index].load(key);
+    for (const Target& t : targets)
+        if (t.key) report.loaded.push_back(t.name);
+    return report;
+}
+
+template <StateDictModule M>
+LoadReport load_state_dict(M& module, const std::filesystem::path& path, const LoadOptions& options = {}) {
+    return load_state_dict(module, SafetensorsFile(path), options);
+}
+
+/// Writes every parameter value under its name (as its own dtype, or all as `as`), atomically.
+template <StateDictModule M>
+void save_state_dict(M& module, const std::filesystem::path& path, const std::map<std::string, std::string>& metadata = {},
+                     std::optional<DType> as = std::nullopt) {
+    std::vector<TensorEntry> entries;
+    module.visit_parameters([&](const auto& name, auto& p) { entries.emplace_back(std::string(name), p.value.cview(), as); }, std::string{});
+    save_safetensors(path, entries, metadata);
+}
+
+} // namespace celltx::io

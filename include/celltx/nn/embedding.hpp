@@ -1,0 +1,86 @@
+#pragma once
+// Embedding(num, dim) (nn.Embedding; state_dict `weight` [num, dim]): forward(indices) gathers rows
+// into [n, dim]; backward(dy) ASSIGNS weight.grad by scatter-add (duplicate indices accumulate).
+// It takes indices, not a tensor, so it has no input gradient; otherwise the contract of nn/linear.hpp.
+#include <span>
+#include <string>
+#include <vector>
+#include "celltx/backend/cpu/eigen.hpp"
+#include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/core/context.hpp"
+#include "celltx/core/parameter.hpp"
+#include "celltx/core/rng.hpp"
+#include "celltx/nn/init.hpp"
+
+namespace celltx::ops {
+
+/// out[i, :] = W[idx[i], :] for n host indices (already range-checked).
+template <Scalar T>
+void embedding_gather(cpu, const T* W, const index_t* idx, index_t n, index_t dim, T* out) {
+    cpu_detail::parallel_for(n, [&](index_t i) {
+        cpu_detail::mat(out + i * dim, 1, dim, dim) = cpu_detail::mat(W + idx[i] * dim, 1, dim, dim);
+    }, 256);
+}
+
+/// dW = 0, then dW[idx[i], :] += dy[i, :] in index order (serial: duplicate indices must not race).
+template <Scalar T>
+void embedding_scatter_add(cpu, const T* dy, const index_t* idx, index_t n, index_t num, index_t dim, T* dW) {
+    cpu_detail::mat(dW, num, dim, dim).setZero();
+    for (index_t i = 0; i < n; ++i) cpu_detail::mat(dW + idx[i] * dim, 1, dim, dim) += cpu_detail::mat(dy + i * dim, 1, dim, dim);
+}
+
+} // namespace celltx::ops
+
+namespace celltx::nn {
+
+template <Scalar T, Backend B = cpu>
+class Embedding {
+public:
+    Embedding() = default;
+    Embedding(index_t num_embeddings, index_t dim) : weight(Shape{num_embeddings, dim}), num_(num_embeddings), dim_(dim) {
+        require(num_embeddings >= 0 && dim > 0, "Embedding: needs num >= 0 and dim > 0 (got {}, {})", num_embeddings, dim);
+    }
+
+    index_t num_embeddings() const noexcept { return num_; }
+    index_t dim() const noexcept { return dim_; }
+
+    /// nn.Embedding's initialisation N(0, 1); models that use N(0, 0.02) pass std.
+    void reset_parameters(Generator& g, double std = 1.0)
+        requires(!B::is_device)
+    {
+        init::normal(weight.value, g, 0.0, std);
+    }
+
+    /// indices (n) -> rows of weight [n, dim]. An index outside [0, num) throws ShapeError.
+    Tensor<T, B> forward(std::span<const index_t> indices, const Context& = {}) {
+        const index_t n = static_cast<index_t>(indices.size());
+        for (index_t i = 0; i < n; ++i)
+            require(indices[i] >= 0 && indices[i] < num_, "Embedding: index {} (at position {}) is out of range [0, {})",
+                    indices[i], i, num_);
+        indices_.assign(indices.begin(), indices.end());
+        auto y = Tensor<T, B>::uninitialized(Shape{n, dim_});
+        ops::embedding_gather(B{}, weight.value.data(), indices_.data(), n, dim_, y.data());
+        return y;
+    }
+
+    /// dy [n, dim] (any shape with n*dim elements ending in dim) -> weight.grad (assigned).
+    void backward(ConstView<T, B> dy) {
+        const index_t n = static_cast<index_t>(indices_.size());
+        require(dy.numel() == n * dim_ && dy.shape().last() == dim_, "Embedding::backward: dy {} does not match the output [{},{}]",
+                dy.shape(), n, dim_);
+        ops::embedding_scatter_add(B{}, dy.data(), indices_.data(), n, num_, dim_, weight.grad.data());
+    }
+
+    template <class F>
+    void visit_parameters(F&& f, const std::string& prefix = "") {
+        f(join_name(prefix, "weight"), weight);
+    }
+
+    Parameter<T, B> weight;
+
+private:
+    index_t num_ = 0, dim_ = 0;
+    std::vector<index_t> indices_;  // saved by forward
+};
+
+} // namespace celltx::nn

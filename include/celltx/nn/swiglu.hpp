@@ -1,0 +1,61 @@
+#pragma once
+// SwiGLU(d, inter): HF LlamaMLP, y = down_proj(silu(gate_proj(x)) * up_proj(x)), no biases;
+// state_dict `gate_proj.weight` [inter,d], `up_proj.weight` [inter,d], `down_proj.weight` [d,inter].
+// Layer contract of nn/linear.hpp.
+#include <string>
+#include "celltx/backend/cpu/activation.hpp"
+#include "celltx/nn/linear.hpp"
+
+namespace celltx::nn {
+
+template <Scalar T, Backend B = cpu>
+class SwiGLU {
+public:
+    SwiGLU() = default;
+    SwiGLU(index_t d, index_t inter) : gate_proj(d, inter, false), up_proj(d, inter, false), down_proj(inter, d, false) {}
+
+    index_t features() const noexcept { return gate_proj.in_features(); }
+    index_t intermediate() const noexcept { return gate_proj.out_features(); }
+
+    /// nn.Linear's default initialisation for the three projections.
+    void reset_parameters(Generator& g)
+        requires(!B::is_device)
+    {
+        gate_proj.reset_parameters(g);
+        up_proj.reset_parameters(g);
+        down_proj.reset_parameters(g);
+    }
+
+    /// x [..., d] -> y [..., d]
+    Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) {
+        gate_ = gate_proj.forward(x, ctx);
+        up_ = up_proj.forward(x, ctx);
+        auto h = Tensor<T, B>::uninitialized(gate_.shape());
+        ops::swiglu_forward(B{}, gate_.data(), up_.data(), h.data(), h.numel());
+        return down_proj.forward(h.cview(), ctx);
+    }
+
+    void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
+        Tensor<T, B> dh(gate_.shape());
+        down_proj.backward(dy, dh.view());
+        auto dg = Tensor<T, B>::uninitialized(gate_.shape());
+        auto du = Tensor<T, B>::uninitialized(gate_.shape());
+        ops::swiglu_backward(B{}, gate_.data(), up_.data(), dh.data(), dg.data(), du.data(), dh.numel());
+        gate_proj.backward(dg.cview(), dx);
+        up_proj.backward(du.cview(), dx);
+    }
+
+    template <class F>
+    void visit_parameters(F&& f, const std::string& prefix = "") {
+        gate_proj.visit_parameters(f, prefix + "gate_proj.");
+        up_proj.visit_parameters(f, prefix + "up_proj.");
+        down_proj.visit_parameters(f, prefix + "down_proj.");
+    }
+
+    Linear<T, B> gate_proj, up_proj, down_proj;
+
+private:
+    Tensor<T, B> gate_, up_;  // saved by forward: the two projections
+};
+
+} // namespace celltx::nn
