@@ -258,6 +258,58 @@ BOOST_AUTO_TEST_CASE(rmsnorm_gradcheck_and_parity) {
     BOOST_CHECK_THROW(rn.forward(random_tensor(Shape{3, 8}, 1).cview()), ShapeError);
 }
 
+BOOST_AUTO_TEST_CASE(norms_on_many_rows_are_exact_and_thread_independent) {
+    // 5000 rows: several row tasks and parameter-gradient chunks. The weight gradient is checked
+    // against a plain serial sum, and float runs with 1 and 2 threads must agree bit for bit.
+    const index_t rows = 5000, d = 16;
+    const Tensor<double> x = random_tensor(Shape{rows, d}, 45, 3.0), dy = random_tensor(Shape{rows, d}, 46);
+    nn::LayerNorm<double> ln(d);
+    randomise(ln, 9);
+    nn::RMSNorm<double> rn(d);
+    randomise(rn, 10);
+    const Tensor<double> yl = ln.forward(x.cview()), yr = rn.forward(x.cview());
+    ln.backward(dy.cview(), {});
+    rn.backward(dy.cview(), {});
+    double err_l = 0.0, err_r = 0.0;
+    for (index_t j = 0; j < d; ++j) {
+        double gl = 0.0, gb = 0.0, gr = 0.0;
+        for (index_t r = 0; r < rows; ++r) {
+            gl += dy(r, j) * (yl(r, j) - ln.bias.value[j]) / ln.weight.value[j];
+            gb += dy(r, j);
+            gr += dy(r, j) * yr(r, j) / rn.weight.value[j];
+        }
+        err_l = std::max({err_l, std::abs(gl - ln.weight.grad[j]) / std::abs(gl), std::abs(gb - ln.bias.grad[j]) / std::abs(gb)});
+        err_r = std::max(err_r, std::abs(gr - rn.weight.grad[j]) / std::abs(gr));
+    }
+    BOOST_TEST(err_l < 1e-9);
+    BOOST_TEST(err_r < 1e-9);
+
+    auto run = [&] {
+        nn::LayerNorm<float> l(d);
+        nn::RMSNorm<float> r(d);
+        const Tensor<float> xf = x.cast<float>(), dyf = dy.cast<float>();
+        std::vector<Tensor<float>> out{l.forward(xf.cview()), r.forward(xf.cview()), Tensor<float>(x.shape()), Tensor<float>(x.shape())};
+        l.backward(dyf.cview(), out[2].view());
+        r.backward(dyf.cview(), out[3].view());
+        out.push_back(l.weight.grad);
+        out.push_back(l.bias.grad);
+        out.push_back(r.weight.grad);
+        return out;
+    };
+#ifdef _OPENMP
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const auto one = run();
+    omp_set_num_threads(2);
+    const auto two = run();
+    omp_set_num_threads(before);
+#else
+    const auto one = run();
+    const auto two = run();
+#endif
+    for (std::size_t k = 0; k < one.size(); ++k) BOOST_TEST(relative_difference(one[k], two[k]).max_error == 0.0, "output " << k);
+}
+
 BOOST_AUTO_TEST_CASE(activations_gradcheck_and_parity) {
     for (auto kind : {ActivationKind::gelu, ActivationKind::gelu_tanh, ActivationKind::relu, ActivationKind::silu}) {
         BOOST_TEST_CONTEXT(nn::activation_name(kind)) {

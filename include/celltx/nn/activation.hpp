@@ -4,6 +4,7 @@
 // holds). forward saves its input; backward adds dy * f'(x) into dx. Layer contract of nn/linear.hpp.
 #include <string>
 #include <string_view>
+#include "celltx/backend/ops.hpp"
 #include "celltx/backend/cpu/activation.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"

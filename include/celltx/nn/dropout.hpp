@@ -6,6 +6,7 @@
 // Nothing is stored: backward redraws the mask. Layer contract of nn/linear.hpp.
 #include <cstdint>
 #include <string>
+#include "celltx/backend/ops.hpp"
 #include "celltx/backend/cpu/activation.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"

@@ -5,6 +5,7 @@
 #include <span>
 #include <string>
 #include <vector>
+#include "celltx/backend/ops.hpp"
 #include "celltx/backend/cpu/eigen.hpp"
 #include "celltx/backend/cpu/parallel.hpp"
 #include "celltx/core/context.hpp"

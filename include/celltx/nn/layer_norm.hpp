@@ -3,6 +3,7 @@
 // y = (x - mean) / sqrt(var + eps) * weight + bias with the biased variance, as PyTorch.
 // Statistics are accumulated in double. Follows the layer contract of nn/linear.hpp.
 #include <string>
+#include "celltx/backend/ops.hpp"
 #include "celltx/backend/cpu/norm.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"

@@ -41,9 +41,7 @@ public:
     ActivationKind activation() const noexcept { return activation_; }
 
     /// nn.Linear's default initialisation for every Linear, in Sequential order.
-    void reset_parameters(Generator& g)
-        requires(!B::is_device)
-    {
+    void reset_parameters(Generator& g) {
         for (auto& l : linears) l.reset_parameters(g);
     }
 

@@ -3,6 +3,7 @@
 // y = weight * (x * rsqrt(mean(x²) + eps)), the statistics in double (HF: float32), the normalised
 // value rounded to the input type before the weight multiplies it. Layer contract of nn/linear.hpp.
 #include <string>
+#include "celltx/backend/ops.hpp"
 #include "celltx/backend/cpu/norm.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"

@@ -3,6 +3,7 @@
 // state_dict `gate_proj.weight` [inter,d], `up_proj.weight` [inter,d], `down_proj.weight` [d,inter].
 // Layer contract of nn/linear.hpp.
 #include <string>
+#include "celltx/backend/ops.hpp"
 #include "celltx/backend/cpu/activation.hpp"
 #include "celltx/nn/linear.hpp"
 
@@ -18,9 +19,7 @@ public:
     index_t intermediate() const noexcept { return gate_proj.out_features(); }
 
     /// nn.Linear's default initialisation for the three projections.
-    void reset_parameters(Generator& g)
-        requires(!B::is_device)
-    {
+    void reset_parameters(Generator& g) {
         gate_proj.reset_parameters(g);
         up_proj.reset_parameters(g);
         down_proj.reset_parameters(g);

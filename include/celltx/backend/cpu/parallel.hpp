@@ -11,7 +11,7 @@ namespace celltx::cpu_detail {
 
 /// Calls f(i) for i in [0, n), in parallel when n is large enough to pay for the threads.
 template <class F>
-void parallel_for(index_t n, F&& f, index_t min_parallel = 2) {
+void parallel_for(index_t n, F&& f, [[maybe_unused]] index_t min_parallel = 2) {
 #ifdef _OPENMP
     if (n >= min_parallel && omp_get_max_threads() > 1 && !omp_in_parallel()) {
 #pragma omp parallel for schedule(dynamic, 1)
