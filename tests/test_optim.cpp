@@ -62,6 +62,12 @@ template <Scalar T>
 double tolerance() {
     return std::is_same_v<T, double> ? 1e-12 : 1e-5;
 }
+/// Below this magnitude errors are judged absolutely. The fixture's values are O(1); in float32 a
+/// parameter (or momentum) that cancels down to ~1e-3 keeps the ~1e-8 absolute rounding of its terms.
+template <Scalar T>
+double floor_for() {
+    return std::is_same_v<T, double> ? 1e-6 : 1e-2;
+}
 
 /// Runs every Adam/AdamW configuration of the fixture in precision T; returns the worst error.
 template <Scalar T>
@@ -80,7 +86,7 @@ double adam_worst_error() {
                 for (auto& [name, p] : train::collect_parameters<T>(m)) p->grad = f.load<T>(fmt::format("grad.{}.{}", k, name));
                 opt.step();
                 for (auto& [name, p] : train::collect_parameters<T>(m)) {
-                    auto d = relative_difference(p->value, f.load<double>(fmt::format("{}.step{}.{}", c, k, name)));
+                    auto d = relative_difference(p->value, f.load<double>(fmt::format("{}.step{}.{}", c, k, name)), floor_for<T>());
                     BOOST_TEST(d.within(tolerance<T>()), c << " step " << k << " " << name << ": " << d.str());
                     worst = std::max(worst, d.max_error);
                 }
@@ -91,7 +97,7 @@ double adam_worst_error() {
                 if constexpr (std::is_same_v<std::decay_t<decltype(s)>, std::int64_t>) {
                     BOOST_TEST(s == steps, name);
                 } else {
-                    auto d = relative_difference(s, f.load<double>(c + ".state." + name));
+                    auto d = relative_difference(s, f.load<double>(c + ".state." + name), floor_for<T>());
                     BOOST_TEST(d.within(tolerance<T>()), c << " " << name << ": " << d.str());
                     worst = std::max(worst, d.max_error);
                 }
@@ -182,7 +188,7 @@ double clip_worst_error() {
         BOOST_TEST(e < tolerance<T>(), c << ": total norm " << total << " vs " << ref);
         worst = std::max(worst, e);
         for (auto& [name, p] : params) {
-            auto d = relative_difference(p->grad, f.load<double>(c + "." + name));
+            auto d = relative_difference(p->grad, f.load<double>(c + "." + name), floor_for<T>());
             BOOST_TEST(d.within(tolerance<T>()), c << " " << name << ": " << d.str());
             worst = std::max(worst, d.max_error);
         }
@@ -270,6 +276,30 @@ BOOST_AUTO_TEST_CASE(adam_skips_parameters_without_gradient_like_torch) {
     BOOST_TEST(steps["b.step"] == 0);
 }
 
+BOOST_AUTO_TEST_CASE(large_parameters_update_elementwise_whatever_the_chunking) {
+    // 40000 elements span several parallel chunks; each must get exactly the update that the same
+    // (value, gradient) pair gets in a 7-element parameter.
+    Parameter<float> big(Shape{200, 200}), small(Shape{7});
+    for (index_t i = 0; i < 7; ++i) {
+        small.value[i] = 0.3f * static_cast<float>(i) - 1.0f;
+        small.grad[i] = std::sin(static_cast<float>(i)) * 2.0f;
+    }
+    for (index_t i = 0; i < big.numel(); ++i) {
+        big.value[i] = small.value[i % 7];
+        big.grad[i] = small.grad[i % 7];
+    }
+    train::AdamW<float> ob(train::ParameterList<float>{{"big", &big}}, {.lr = 0.1, .amsgrad = true});
+    train::AdamW<float> os(train::ParameterList<float>{{"small", &small}}, {.lr = 0.1, .amsgrad = true});
+    for (int k = 0; k < 3; ++k) {
+        ob.step();
+        os.step();
+    }
+    index_t mismatches = 0;
+    for (index_t i = 0; i < big.numel(); ++i) mismatches += big.value[i] != small.value[i % 7];
+    BOOST_TEST(mismatches == 0);
+    BOOST_TEST(small.value[0] != -1.0f);
+}
+
 BOOST_AUTO_TEST_CASE(optimisers_reject_invalid_arguments_and_state) {
     Tiny<double> m;
     BOOST_CHECK_THROW(train::Adam<double>(m, {.lr = -1e-3}), ShapeError);
@@ -310,15 +340,15 @@ BOOST_AUTO_TEST_CASE(clip_grad_norm_matches_torch) {
     BOOST_TEST(wd < 1e-12);
     BOOST_TEST(wf < 1e-5);
 
-    // The module overload and the list overload agree; clipping twice leaves the gradients alone.
+    // The module overload gives the list overload's result; afterwards the norm is max_norm.
     io::SafetensorsFile f(fixture_dir + "/optim_clip.safetensors");
     Tiny<double> m;
     for (auto& [name, p] : train::collect_parameters<double>(m)) p->grad = f.load<double>("grad." + name);
     const double total = train::clip_grad_norm<double>(m, 1.0);
     BOOST_TEST(std::abs(total - f.load<double>("l2_clipped.total")[0]) < 1e-12 * total);
-    const double again = train::clip_grad_norm<double>(m, 1.0);
-    BOOST_TEST(std::abs(again - 1.0) < 2e-6);
     BOOST_TEST(relative_difference(m.scale.grad, f.load<double>("l2_clipped.scale")).max_error < 1e-12);
+    const double again = train::clip_grad_norm<double>(m, 1.0);  // the norm is now max_norm, up to the 1e-6
+    BOOST_TEST(std::abs(again - 1.0) < 2e-6);
 }
 
 BOOST_AUTO_TEST_CASE(clip_grad_norm_non_finite_and_invalid_arguments) {

@@ -6,8 +6,8 @@
 //   AdamW: p *= 1 - lr * wd                 (decoupled decay, before the update)
 //   m = b1 m + (1-b1) g ;  v = b2 v + (1-b2) g²  ;  amsgrad: v̂ = max(v̂, v), used in place of v
 //   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-// step() reads Parameter::grad, which backward assigned. A parameter whose grad is empty is skipped
-// (torch's grad=None): its step count does not advance.
+// step() reads Parameter::grad, which backward assigned. A parameter whose grad holds no memory
+// (a default-constructed Tensor: torch's grad=None) is skipped: its step count does not advance.
 // State is allocated at construction (zeros, step 0, what torch creates lazily) and visitable:
 // visit_state(f) calls f("<param>.step", std::int64_t&) and f("<param>.exp_avg" / ".exp_avg_sq" /
 // ".max_exp_avg_sq" (amsgrad only), Tensor<T,B>&), so a checkpoint restores it bit-identically.
@@ -89,7 +89,7 @@ public:
     {
         for (std::size_t i = 0; i < params_.size(); ++i) {
             Parameter<T, B>& p = *params_[i].second;
-            if (p.grad.empty() && !p.value.empty()) continue;  // no gradient: skipped, like torch's grad=None
+            if (p.grad.data() == nullptr && !p.value.empty()) continue;  // no gradient: skipped, like torch's grad=None
             const std::string& name = params_[i].first;
             require(p.grad.shape() == p.value.shape(), "{}: parameter '{}' has value {} but gradient {}", who_, name,
                     p.value.shape(), p.grad.shape());

@@ -1,7 +1,7 @@
 #pragma once
 // clip_grad_norm: torch.nn.utils.clip_grad_norm_ (torch 1.13) on Parameter::grad.
 //
-// total = ‖(‖g_1‖_p, …, ‖g_k‖_p)‖_p over every non-empty gradient (p = inf: the largest |g|), i.e.
+// total = ‖(‖g_1‖_p, …, ‖g_k‖_p)‖_p over every gradient that holds memory (p = inf: the largest |g|), i.e.
 // the p-norm of all gradients concatenated. coef = max_norm / (total + 1e-6); when coef < 1 every
 // gradient is multiplied by it (torch multiplies by min(coef, 1), the same thing; a NaN coef is
 // applied too, as torch does). Returns total. A non-finite total throws NonFiniteNormError when
@@ -63,7 +63,7 @@ double clip_grad_norm(const ParameterList<T, B>& params, double max_norm, double
     std::vector<double> norms;
     for (const auto& [name, p] : params) {
         require(p != nullptr, "clip_grad_norm: parameter '{}' is a null pointer", name);
-        if (!p->grad.empty()) norms.push_back(detail::pnorm(p->grad.data(), p->grad.numel(), norm_type));
+        if (p->grad.data() != nullptr) norms.push_back(detail::pnorm(p->grad.data(), p->grad.numel(), norm_type));
     }
     if (norms.empty()) return 0.0;  // torch returns tensor(0.) when no parameter has a gradient
     const double total = detail::pnorm(norms.data(), static_cast<index_t>(norms.size()), norm_type);
@@ -77,6 +77,7 @@ double clip_grad_norm(const ParameterList<T, B>& params, double max_norm, double
         const T c = static_cast<T>(coef);
         for (const auto& [name, p] : params) {
             T* g = p->grad.data();
+            if (g == nullptr) continue;
             for (index_t i = 0, n = p->grad.numel(); i < n; ++i) g[i] *= c;
         }
     }
