@@ -153,12 +153,12 @@ inline std::size_t edit_distance(std::string_view a, std::string_view b) {
     return row[b.size()];
 }
 
-/// Up to `count` names closest to `name`: a name that ends with the other (a missing or extra
-/// prefix) first, then by edit distance.
+/// Up to `count` names closest to `name`: names containing it or contained in it (a missing or
+/// extra prefix) first, then by edit distance.
 inline std::vector<std::string> closest_names(std::string_view name, const std::vector<std::string>& names, std::size_t count = 3) {
     auto score = [&](const std::string& s) {
-        const bool suffix = (s.size() > name.size() && s.ends_with(name)) || (name.size() > s.size() && name.ends_with(s));
-        return std::pair<int, std::size_t>{suffix ? 0 : 1, edit_distance(name, s)};
+        const bool part = s.find(name) != std::string::npos || name.find(s) != std::string_view::npos;
+        return std::pair<int, std::size_t>{part ? 0 : 1, edit_distance(name, s)};
     };
     std::vector<std::pair<std::pair<int, std::size_t>, std::string>> scored;
     for (const auto& s : names) scored.push_back({score(s), s});
@@ -181,7 +181,7 @@ struct FdGuard {
 
 } // namespace detail
 
-/// A safetensors file read into memory and validated.
+/// A safetensors file read into memory and validated. Copies are cheap (they share the bytes).
 class SafetensorsFile {
 public:
     static constexpr std::uint64_t max_header_bytes = 100'000'000;  // the reference implementation's limit
@@ -289,7 +289,7 @@ private:
         if (::fstat(fd.fd, &st) != 0) throw IoError(fmt::format("{}: cannot stat: {}", path_, detail::errno_text(errno)));
         if (!S_ISREG(st.st_mode)) throw IoError(fmt::format("{}: not a regular file", path_));
         size_ = static_cast<std::size_t>(st.st_size);
-        buffer_ = std::make_unique_for_overwrite<unsigned char[]>(std::max<std::size_t>(size_, 1));
+        buffer_ = std::make_shared_for_overwrite<unsigned char[]>(std::max<std::size_t>(size_, 1));
         std::size_t got = 0;
         while (got < size_) {  // one read() in practice; the loop covers EINTR and >2 GB reads
             const ssize_t r = ::read(fd.fd, buffer_.get() + got, std::min<std::size_t>(size_ - got, std::size_t{1} << 30));
@@ -432,7 +432,7 @@ private:
     }
 
     std::string path_;
-    std::unique_ptr<unsigned char[]> buffer_;  // the whole file
+    std::shared_ptr<unsigned char[]> buffer_;  // the whole file, immutable once read: copies share it
     std::size_t size_ = 0;
     const unsigned char* data_ = nullptr;
     std::size_t data_size_ = 0;
