@@ -14,6 +14,7 @@
 // gradient of that one backward; lse() and edge_scores() give log P at the edges for the loss value.
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include "celltx/backend/cpu/attention.hpp"
 #include "celltx/backend/ops.hpp"

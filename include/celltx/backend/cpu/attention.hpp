@@ -90,6 +90,14 @@ namespace attention_detail {
 inline constexpr index_t fwd_block_q = 64, fwd_block_k = 256;
 inline constexpr index_t bwd_block_q = 64, bwd_block_k = 128;
 
+/// parallel_for's threshold: below about 2^18 multiply-adds a parallel region costs more than it
+/// saves (and on a loaded machine far more). Either way each task computes the same bits.
+inline index_t min_parallel_tasks(const AttentionDims& d, index_t tasks) {
+    const double work = static_cast<double>(d.batch) * static_cast<double>(d.hq) * static_cast<double>(d.tq) *
+                        static_cast<double>(std::max<index_t>(d.tk, 1)) * static_cast<double>(d.dh);
+    return work < 262144.0 ? tasks + 1 : 2;
+}
+
 inline void check_dims(const AttentionDims& d) {
     require(d.batch >= 0 && d.tq >= 0 && d.tk >= 0, "attention: negative size (batch {}, tq {}, tk {})", d.batch, d.tq, d.tk);
     require(d.hq >= 1 && d.hkv >= 1 && d.hq % d.hkv == 0, "attention: {} query heads are not a multiple of {} kv heads", d.hq, d.hkv);
@@ -120,18 +128,55 @@ void check_term(const GraphTerm<T>& t, const AttentionDims& d) {
         require(t.col[e] >= 0 && t.col[e] < d.tk, "attention graph hook: column {} of edge {} out of range for tk = {}", t.col[e], e, d.tk);
 }
 
+/// Philox4x32-10 of `count` (<= 16) consecutive counters from `first_block`: exactly
+/// CounterRng::bits, written lane-parallel so the compiler vectorises the 32x32->64 products.
+inline void philox_blocks(const CounterRng& rng, std::uint64_t first_block, int count, std::uint32_t (&out)[64]) {
+    constexpr std::uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u, w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
+    std::uint32_t c0[16], c1[16], c2[16], c3[16];
+    for (int l = 0; l < 16; ++l) {
+        const std::uint64_t idx = first_block + static_cast<std::uint64_t>(l < count ? l : 0);
+        c0[l] = static_cast<std::uint32_t>(idx);
+        c1[l] = static_cast<std::uint32_t>(idx >> 32);
+        c2[l] = static_cast<std::uint32_t>(rng.stream());
+        c3[l] = static_cast<std::uint32_t>(rng.stream() >> 32);
+    }
+    std::uint32_t k0 = static_cast<std::uint32_t>(rng.seed()), k1 = static_cast<std::uint32_t>(rng.seed() >> 32);
+    for (int round = 0; round < 10; ++round) {
+#ifdef _OPENMP
+#pragma omp simd
+#endif
+        for (int l = 0; l < 16; ++l) {
+            const std::uint64_t p0 = static_cast<std::uint64_t>(m0) * c0[l];
+            const std::uint64_t p1 = static_cast<std::uint64_t>(m1) * c2[l];
+            const std::uint32_t n0 = static_cast<std::uint32_t>(p1 >> 32) ^ c1[l] ^ k0;
+            const std::uint32_t n2 = static_cast<std::uint32_t>(p0 >> 32) ^ c3[l] ^ k1;
+            c1[l] = static_cast<std::uint32_t>(p1);
+            c3[l] = static_cast<std::uint32_t>(p0);
+            c0[l] = n0;
+            c2[l] = n2;
+        }
+        k0 += w0;
+        k1 += w1;
+    }
+    for (int l = 0; l < 16; ++l) out[4 * l] = c0[l], out[4 * l + 1] = c1[l], out[4 * l + 2] = c2[l], out[4 * l + 3] = c3[l];
+}
+
+/// The integer form of "uniform(x) = (x+1)·2⁻³² > p": x >= floor(p·2³²) (exact: both sides are
+/// exact in double; p < 1 keeps it below 2³²), so the mask needs no conversion per element.
+inline std::uint32_t keep_threshold(double p) { return static_cast<std::uint32_t>(std::floor(p * 4294967296.0)); }
+
 /// out[c] = keep(first + c) ? keep_scale : 0 for c < n: one Philox block serves four neighbours.
 template <class T>
-void dropout_factors(const CounterRng& rng, double p, T keep_scale, std::uint64_t first, index_t n, T* out) {
-    std::uint64_t block = ~std::uint64_t{0};
-    std::array<std::uint32_t, 4> bits{};
-    for (index_t c = 0; c < n; ++c) {
-        const std::uint64_t idx = first + static_cast<std::uint64_t>(c);
-        if ((idx >> 2) != block) {
-            block = idx >> 2;
-            bits = rng.bits(block);
-        }
-        out[c] = uint_to_unit(bits[idx & 3]) > p ? keep_scale : T(0);
+void dropout_factors(const CounterRng& rng, std::uint32_t threshold, T keep_scale, std::uint64_t first, index_t n, T* out) {
+    std::uint32_t bits[64];
+    index_t c = 0;
+    while (c < n) {
+        const std::uint64_t idx = first + static_cast<std::uint64_t>(c), block = idx >> 2;
+        const int count = static_cast<int>(std::min<std::uint64_t>(16, ((idx + static_cast<std::uint64_t>(n - c) + 3) >> 2) - block));
+        philox_blocks(rng, block, count, bits);
+        const index_t skip = static_cast<index_t>(idx & 3), len = std::min(n - c, 4 * static_cast<index_t>(count) - skip);
+        for (index_t e = 0; e < len; ++e) out[c + e] = bits[skip + e] >= threshold ? keep_scale : T(0);
+        c += len;
     }
 }
 
@@ -143,7 +188,8 @@ auto block(HeadsRef<T> x, index_t tokens, index_t b, index_t t0, index_t h, inde
 
 } // namespace attention_detail
 
-/// O = softmax(scale·Q Kᵀ ∘ dropout) V and LSE [batch, hq, tq]; memory O((tq+tk)·d) plus per-task blocks.
+/// O = (softmax(scale·Q Kᵀ) ∘ M/(1−p)) V and LSE [batch, hq, tq] (of the scores, before dropout);
+/// memory O((tq+tk)·d) plus one block of scratch per task.
 template <Scalar T>
 void attention_forward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsRef<const T> k, HeadsRef<const T> v, HeadsRef<T> o,
                        T* lse, const AttentionDropout& drop = {}) {
@@ -160,8 +206,10 @@ void attention_forward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsRe
     const T scale = static_cast<T>(d.softmax_scale());
     const T keep_scale = static_cast<T>(1.0 / (1.0 - drop.p));
     const CounterRng rng = drop.rng();
+    const std::uint32_t threshold = keep_threshold(drop.p);
 
-    cpu_detail::parallel_for(d.batch * d.hq * nqb, [&](index_t task) {
+    const index_t ntasks = d.batch * d.hq * nqb;
+    cpu_detail::parallel_for(ntasks, [&](index_t task) {
         const index_t b = task / (d.hq * nqb), h = (task / nqb) % d.hq, i0 = (task % nqb) * fwd_block_q;
         const index_t m = std::min(fwd_block_q, d.tq - i0), hk = h / group;
         auto out = block(o, d.tq, b, i0, h, m, dh);
@@ -197,7 +245,7 @@ void attention_forward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsRe
                 mx[r] = new_max;
                 acc.row(r) *= corr;
                 if (drop.active()) {
-                    dropout_factors(rng, drop.p, keep_scale, attention_element_index(d, b, h, i0 + r, j0), n, factors);
+                    dropout_factors(rng, threshold, keep_scale, attention_element_index(d, b, h, i0 + r, j0), n, factors);
                     row *= cpu_detail::mat(factors, 1, n, n).array();
                 }
             }
@@ -207,7 +255,7 @@ void attention_forward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsRe
             out.row(r) = acc.row(r) / l[r];
             lse_out[r] = mx[r] + std::log(l[r]);
         }
-    });
+    }, min_parallel_tasks(d, ntasks));
 }
 
 /// dQ, dK, dV (ASSIGNED) from dO, by recomputing P from the saved LSE; optional graph hook.
@@ -237,13 +285,17 @@ void attention_backward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsR
     const T scale = static_cast<T>(d.softmax_scale());
     const T keep_scale = static_cast<T>(1.0 / (1.0 - drop.p));
     const CounterRng rng = drop.rng();
+    const std::uint32_t threshold = keep_threshold(drop.p);
     const T* coef = hook ? hook->coef : nullptr;
 
     cpu_detail::parallel_for(d.batch * d.hkv, [&](index_t task) {
         const index_t b = task / d.hkv, g = task % d.hkv;
-        for (index_t hh = 0; hh < group; ++hh) block(dq, d.tq, b, 0, g * group + hh, d.tq, dh).setZero();
-        block(dk, d.tk, b, 0, g, d.tk, dh).setZero();
-        block(dv, d.tk, b, 0, g, d.tk, dh).setZero();
+        if (d.tq > 0)
+            for (index_t hh = 0; hh < group; ++hh) block(dq, d.tq, b, 0, g * group + hh, d.tq, dh).setZero();
+        if (d.tk > 0) {
+            block(dk, d.tk, b, 0, g, d.tk, dh).setZero();
+            block(dv, d.tk, b, 0, g, d.tk, dh).setZero();
+        }
         if (d.tq == 0 || d.tk == 0) return;
 
         const index_t bq = bwd_block_q, bk = bwd_block_k, nblk = bq * bk;
@@ -291,7 +343,7 @@ void attention_backward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsR
                         auto mk = mat(MK, m, n, n);
                         auto pd = mat(PD, m, n, n);
                         for (index_t r = 0; r < m; ++r)
-                            dropout_factors(rng, drop.p, keep_scale, attention_element_index(d, b, h, i0 + r, j0), n, MK + r * n);
+                            dropout_factors(rng, threshold, keep_scale, attention_element_index(d, b, h, i0 + r, j0), n, MK + r * n);
                         pd = p.cwiseProduct(mk);
                         dv_acc.noalias() += pd.transpose() * gb;
                         ds = ds.cwiseProduct(mk);
@@ -327,7 +379,7 @@ void attention_backward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsR
                 }
             }
         }
-    });
+    }, min_parallel_tasks(d, d.batch * d.hkv));
 }
 
 /// Scores s_ij = scale·q_i·k_j at the edges of `term` (its head), per batch item: out [batch, nnz].
@@ -356,7 +408,7 @@ void attention_edge_scores(cpu, const AttentionDims& d, HeadsRef<const T> q, Hea
                 out[b * nnz + e] = s - shift;
             }
         }
-    });
+    }, nnz * dh * d.batch < 262144 ? d.batch * nrb + 1 : 2);
 }
 
 } // namespace celltx::ops
