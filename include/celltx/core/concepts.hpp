@@ -26,6 +26,7 @@ concept Layer = ParameterVisitable<L, T, B> &&
 
 /// Counts the scalars of every parameter of a module.
 template <class T, class B = cpu, class M>
+    requires ParameterVisitable<M, T, B>
 index_t parameter_count(M& module) {
     index_t n = 0;
     module.visit_parameters([&](std::string_view, Parameter<T, B>& p) { n += p.numel(); }, std::string{});
