@@ -47,6 +47,12 @@ BOOST_AUTO_TEST_CASE(shape_and_tensor_basics) {
     BOOST_TEST(cv.numel() == 24);
     Tensor<double> d = t.cast<double>();
     BOOST_TEST(d(1, 2, 3) == 7.0);
+    Tensor<float> def;  // default: empty, and copyable
+    BOOST_TEST(def.empty());
+    Tensor<float> def2 = def;
+    BOOST_TEST(def2.numel() == 0);
+    def2 = t;
+    BOOST_TEST(def2(1, 2, 3) == 7.0f);
     Tensor<float> e = Tensor<float>::zeros(Shape{0, 5});
     BOOST_TEST(e.empty());
     BOOST_TEST(e.data() == nullptr);

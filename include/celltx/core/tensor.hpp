@@ -133,7 +133,7 @@ public:
 
 private:
     T* data_ = nullptr;
-    Shape shape_;
+    Shape shape_{0};  // a default view is empty
 };
 
 template <class T, Backend B = cpu>
@@ -148,6 +148,7 @@ public:
     using value_type = T;
     using backend = B;
 
+    /// An empty tensor of shape [0].
     Tensor() = default;
     /// Zero-initialised tensor of the given shape.
     explicit Tensor(Shape shape) : Tensor(shape, uninitialized_tag{}) { traits::zero(data_.get(), bytes()); }
@@ -257,7 +258,7 @@ private:
           data_(static_cast<T*>(traits::allocate(static_cast<std::size_t>(shape.numel()) * sizeof(T))),
                 deleter{static_cast<std::size_t>(shape.numel()) * sizeof(T)}) {}
 
-    Shape shape_;
+    Shape shape_{0};  // a default tensor is empty (not a rank-0 scalar, which would need storage)
     std::unique_ptr<T, deleter> data_;
 };
 
