@@ -1,0 +1,268 @@
+// Time and peak memory of the Cell Graph Transformer at the published size (N = 6607 genes, T = 6608
+// tokens, d = 64, L = 6, H = 8, float), per configuration, each in its own process so that the peak
+// RSS (getrusage ru_maxrss) is that configuration's:
+//   cgt_train_step   ONE training step as the issue states it: dropout 0.1, KL(Ã‖α) on layer 1 / head 0
+//                    for one graph (random, 20 edges per row, every row), Type I for B = 32 pairs, GI
+//                    readout, MSE + graph term, clip at 10, AdamW
+//   and the configurations of ../shared/anchors/torch_cgt_bench.py with the same shapes (dropout 0,
+//   KL on the last layer / head 0 over half of the rows of a random graph of 15..25 edges per row,
+//   |S_b| = 2 perturbed genes):
+//   enc_fwd_infer    encoder forward, eval, no graph term
+//   enc_fwd_train    encoder forward in training mode with the graph term's value
+//   enc_fwdbwd       encoder forward + backward of sum(H) + graph term
+//   typeI_B8/32/128  Type I transform + GI readout forward + backward of MSE (H_genes and h_CLS take gradients),
+//                    rows on demand (only the perturbed rows: what the model computes)
+//   typeI_all_B8/32  the same over all B·N rows (the anchor's work; B = 128 would hold ~4 GB)
+//   train_step       encoder + graph term + Type I (B = 32) + readout + backward + Adam
+// Output: one JSON line per configuration (config, threads, reps, median_s, min_s, max_s, gemm_gflop,
+// gflops_per_s, tensor_peak_mb, peak_rss_mb, rss_setup_mb), the torch script's field names where
+// they exist, so that a script can put both side by side. FLOPs are counted as the torch script does
+// (GEMM/matmul only, backward = 2x forward).
+//   cgt_train_step [--config NAME] [--reps 3] [--warmup 1]     (no --config: every configuration, one process each)
+#include <sys/resource.h>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+#include <fmt/format.h>
+#include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/models/cell_graph_transformer.hpp"
+#include "celltx/train/adam.hpp"
+#include "celltx/train/clip_grad.hpp"
+
+using namespace celltx;
+
+namespace {
+
+constexpr index_t kGenes = 6607, kD = 64, kFF = 4 * kD;
+constexpr int kLayers = 6, kHeads = 8;
+using Model = CellGraphTransformer<float, cpu, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout>;
+
+const std::vector<std::string> kConfigs{"cgt_train_step", "enc_fwd_infer", "enc_fwd_train",   "enc_fwdbwd", "typeI_B8",
+                                        "typeI_B32",      "typeI_B128",    "typeI_all_B8", "typeI_all_B32", "train_step"};
+
+double rss_mb() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux: KiB
+}
+
+double enc_fwd_flops() {
+    const double T = kGenes + 1, d = kD, ff = kFF;
+    return kLayers * (4 * T * T * d + 2 * T * (4 * d * d) + 2 * T * (2 * d * ff));
+}
+double typeI_fwd_flops(double B) {
+    const double n = kGenes, d = kD, ff = kFF, k = 2;
+    return B * (2 * n * d * d + 2 * k * 2 * d * d + 2 * 2 * n * k * d + 2 * n * d * d + 2 * n * 2 * d * ff + 2 * (2 * d * d + d));
+}
+
+CgtConfig published(double dropout) {
+    CgtConfig c;  // N = 6607, d = 64, L = 6, H = 8, pert_heads = 8
+    c.dropout = dropout;
+    c.seed = 1;
+    return c;
+}
+
+/// A random graph over the genes: `lo`..`hi` distinct-ish edges per row (duplicates collapse).
+GeneGraph random_graph(index_t lo, index_t hi, std::uint64_t seed) {
+    CounterRng rng(seed, 1);
+    std::vector<Edge> e;
+    std::uint64_t c = 0;
+    for (index_t i = 0; i < kGenes; ++i) {
+        const index_t k = lo + static_cast<index_t>(rng.below(c++, static_cast<std::uint64_t>(hi - lo + 1)));
+        for (index_t j = 0; j < k; ++j) e.push_back({i, static_cast<index_t>(rng.below(c++, kGenes))});
+    }
+    return GeneGraph(kGenes, e);
+}
+
+/// B sets of `size` distinct random genes.
+PerturbationBatch random_batch(index_t B, index_t size, std::uint64_t seed) {
+    CounterRng rng(seed, 2);
+    std::vector<std::vector<index_t>> sets;
+    std::uint64_t c = 0;
+    for (index_t b = 0; b < B; ++b) {
+        std::vector<index_t> s;
+        while (static_cast<index_t>(s.size()) < size) {
+            const auto g = static_cast<index_t>(rng.below(c++, kGenes));
+            if (std::find(s.begin(), s.end(), g) == s.end()) s.push_back(g);
+        }
+        sets.push_back(s);
+    }
+    return PerturbationBatch::from_sets(sets);
+}
+
+Tensor<float> random_labels(index_t B, std::uint64_t seed) {
+    CounterRng rng(seed, 3);
+    auto y = Tensor<float>::uninitialized(Shape{B, 1});
+    for (index_t i = 0; i < B; ++i) y[i] = static_cast<float>(rng.normal(static_cast<std::uint64_t>(i)));
+    return y;
+}
+
+/// The regularised graph's size and the edges of the rows the last step used (the anchor's adj_edges_used).
+std::string graph_fields(Model& m, int layer) {
+    const auto& reg = m.graph_regularizer();
+    index_t used = 0;
+    for (index_t r : reg.last_rows(0, layer)) used += reg.graph(0).degree(r);
+    return fmt::format(", \"graph_edges\": {}, \"kl_rows\": {}, \"adj_edges_used\": {}", reg.graph(0).nnz(), reg.last_rows(0, layer).size(), used);
+}
+
+struct Bench {
+    std::function<void(std::uint64_t)> run;  // one repetition (argument: step)
+    double flops = 0.0;
+    std::function<std::string()> extra = [] { return std::string(); };  // more JSON fields, after the runs
+};
+
+int run_config(const std::string& name, int reps, int warmup) {
+    std::unique_ptr<Model> model;
+    std::unique_ptr<train::AdamW<float>> adamw;
+    std::unique_ptr<train::Adam<float>> adam;
+    std::unique_ptr<CrossAttentionTransform::module<float>> typeI;
+    std::unique_ptr<GeneInteractionReadout::module<float>> readout;
+    Tensor<float> genes, cls, y;
+    PerturbationBatch batch;
+    index_t rows_computed = 0;
+    loss::MultiTaskLoss<float> mse({{"gi", 1.0, loss::PhenotypeLoss::mse}});
+    Bench b;
+
+    auto torch_like_model = [&] {  // the anchor's encoder: dropout 0, KL on the last layer, head 0, half of the rows
+        GraphRegularizerOptions o;
+        o.row_rate = 0.5;
+        o.seed = 1;
+        model = std::make_unique<Model>(published(0.0), o);
+        model->add_graph(random_graph(15, 25, 7), {{kLayers - 1}, 0, 0.1}, "random");
+    };
+    if (name == "cgt_train_step") {
+        model = std::make_unique<Model>(published(0.1));
+        model->add_graph(random_graph(20, 20, 5), {{1}, 0, 1e-3}, "random20");
+        adamw = std::make_unique<train::AdamW<float>>(*model, train::AdamWOptions{.lr = 5e-4, .weight_decay = 1e-8});
+        batch = random_batch(32, 2, 11);
+        y = random_labels(32, 12);
+        b.run = [&](std::uint64_t step) {
+            model->train_step(batch, {CgtTarget<float>{y.cview()}}, mse, Context::train(3, step), [&] {
+                train::clip_grad_norm<float>(*model, 10.0);
+                adamw->step();
+            });
+        };
+        b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(32));
+        b.extra = [&] { return fmt::format(", \"params\": {}{}", parameter_count<float>(*model), graph_fields(*model, 1)); };
+    } else if (name.starts_with("enc_")) {
+        torch_like_model();
+        const bool train = name != "enc_fwd_infer", backward = name == "enc_fwdbwd";
+        b.run = [&, train, backward](std::uint64_t step) {
+            const Context ctx = train ? Context::train(3, step) : Context::eval();
+            const Tensor<float> X = model->embedding.forward(ctx);
+            const Tensor<float> H = model->encoder.forward(X.cview(), ctx, train ? &model->graph_regularizer() : nullptr);
+            if (!backward) return;
+            const Tensor<float> dH = Tensor<float>::full(H.shape(), 1.0f);
+            Tensor<float> dX(X.shape());
+            model->encoder.backward(dH.cview(), dX.view());
+            model->embedding.backward(dX.cview());
+        };
+        b.flops = (backward ? 3 : 1) * enc_fwd_flops();
+        if (train) b.extra = [&] { return graph_fields(*model, kLayers - 1); };
+    } else if (name.starts_with("typeI_")) {
+        // typeI_B*: the rows the GI readout reads (what the model computes); typeI_all_B*: all B·N rows,
+        // the work the anchor does. gemm_gflop is the anchor's count (all rows) for both.
+        const bool all_rows = name.starts_with("typeI_all_");
+        const index_t B = std::stoll(name.substr(name.find('B') + 1));
+        CgtConfig c = published(0.0);
+        typeI = std::make_unique<CrossAttentionTransform::module<float>>(c);
+        readout = std::make_unique<GeneInteractionReadout::module<float>>(c);
+        Generator g(2);
+        typeI->reset_parameters(g);
+        readout->reset_parameters(g);
+        genes = Tensor<float>::uninitialized(Shape{kGenes, kD});
+        cls = Tensor<float>::uninitialized(Shape{kD});
+        for (index_t i = 0; i < genes.numel(); ++i) genes[i] = static_cast<float>(0.5 * g.normal());
+        for (index_t i = 0; i < kD; ++i) cls[i] = static_cast<float>(g.normal());
+        batch = random_batch(B, 2, 13);
+        y = random_labels(B, 14);
+        b.run = [&, all_rows](std::uint64_t step) {
+            const Context ctx = Context::train(3, step);
+            const auto rows = typeI->forward(genes.cview(), batch, all_rows ? RowNeed::all : RowNeed::perturbed, nullptr, ctx);
+            rows_computed = rows.rows();
+            const Tensor<float> pred = readout->forward(cls.cview(), rows, batch, ctx);
+            const std::vector<loss::TaskTarget<float>> t{{pred.cview(), y.cview()}};
+            mse.forward(std::span<const loss::TaskTarget<float>>(t));
+            Tensor<float> dpred(pred.shape()), dgenes(genes.shape()), dcls(cls.shape());
+            const Tensor<float> one = Tensor<float>::full(Shape{}, 1.0f);
+            const std::vector<TensorView<float>> dv{dpred.view()};
+            mse.backward(one.cview(), std::span<const TensorView<float>>(dv));
+            auto drows = rows.zeros_like();
+            readout->backward(dpred.cview(), dcls.view(), drows);
+            typeI->backward(drows, dgenes.view());
+        };
+        b.flops = 3 * typeI_fwd_flops(static_cast<double>(B));
+        b.extra = [&] { return fmt::format(", \"rows_computed\": {}, \"rows_all\": {}", rows_computed, batch.batch_size() * kGenes); };
+    } else if (name == "train_step") {
+        torch_like_model();
+        adam = std::make_unique<train::Adam<float>>(*model, train::AdamOptions{.lr = 1e-3});
+        batch = random_batch(32, 2, 15);
+        y = random_labels(32, 16);
+        b.run = [&](std::uint64_t step) {
+            model->train_step(batch, {CgtTarget<float>{y.cview()}}, mse, Context::train(3, step), [&] { adam->step(); });
+        };
+        b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(32));
+        b.extra = [&] { return fmt::format(", \"params\": {}{}", parameter_count<float>(*model), graph_fields(*model, kLayers - 1)); };
+    } else {
+        std::fprintf(stderr, "unknown config %s\n", name.c_str());
+        return 2;
+    }
+
+    const double rss_setup = rss_mb();
+    std::uint64_t step = 0;
+    for (int w = 0; w < warmup; ++w) b.run(step++);
+    auto& stats = memory_stats<cpu>();
+    stats.reset_peak();
+    std::vector<double> ts;
+    for (int r = 0; r < reps; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        b.run(step++);
+        ts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::vector<double> sorted = ts;
+    std::sort(sorted.begin(), sorted.end());
+    const double median = sorted[sorted.size() / 2];
+    fmt::print("{{\"config\": \"{}\", \"threads\": {}, \"reps\": {}, \"warmup\": {}, \"median_s\": {:.4f}, \"min_s\": {:.4f}, \"max_s\": {:.4f}, "
+               "\"gemm_gflop\": {:.3f}, \"gflops_per_s\": {:.2f}, \"tensor_peak_mb\": {:.1f}, \"peak_rss_mb\": {:.1f}, \"rss_setup_mb\": {:.1f}{}}}\n",
+               name, cpu_detail::max_threads(), reps, warmup, median, sorted.front(), sorted.back(), b.flops / 1e9, b.flops / median / 1e9,
+               static_cast<double>(stats.peak.load()) / 1e6, rss_mb(), rss_setup, b.extra());
+    std::fflush(stdout);
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) try {
+    std::string config;
+    int reps = 3, warmup = 1;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const std::string a = argv[i];
+        if (a == "--config") config = argv[i + 1];
+        else if (a == "--reps") reps = std::atoi(argv[i + 1]);
+        else if (a == "--warmup") warmup = std::atoi(argv[i + 1]);
+        else throw Error(fmt::format("unknown argument {} (use --config NAME, --reps N, --warmup N)", a));
+    }
+    if (!config.empty()) return run_config(config, std::max(reps, 1), std::max(warmup, 0));
+    // Driver: one process per configuration, so that each ru_maxrss is its own.
+    fmt::print("# celltx CGT, N={} (T={}), d={}, L={}, H={}, float, {} threads; encoder forward GEMM {:.2f} GFLOP\n", kGenes, kGenes + 1, kD,
+               kLayers, kHeads, cpu_detail::max_threads(), enc_fwd_flops() / 1e9);
+    std::fflush(stdout);
+    int failures = 0;
+    for (const auto& c : kConfigs) {
+        const std::string cmd = fmt::format("\"{}\" --config {} --reps {} --warmup {}", argv[0], c, reps, warmup);
+        if (std::system(cmd.c_str()) != 0) {
+            fmt::print("{{\"config\": \"{}\", \"failed\": true}}\n", c);
+            ++failures;
+        }
+        std::fflush(stdout);
+    }
+    return failures == 0 ? 0 : 1;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "cgt_train_step: %s\n", e.what());
+    return 1;
+}
