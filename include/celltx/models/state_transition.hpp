@@ -147,7 +147,7 @@ public:
         sets_ = n_ / set_len_;
         const index_t H = c.hidden;
         const ConstView<T, B> p2 = pert.reshaped(Shape{n_, c.pert_dim}), c2 = ctrl.reshaped(Shape{n_, c.input_dim});
-        ctrl_ = Tensor<T, B>::copy_of(c2);
+        ctrl_ = c.l1_lambda != 0.0 ? Tensor<T, B>::copy_of(c2) : Tensor<T, B>();  // only the L1 term reads it
 
         Tensor<T, B> x = pert_encoder.forward(p2, ctx);
         basal_ = basal_encoder.forward(c2, ctx);

@@ -3,7 +3,7 @@
 // Y [sets, m, d], for the distribution losses (energy distance, Sinkhorn):
 //  - squared distances in geomloss' expanded form d2_ij = (‖x_i‖² − 2 x_i·y_j) + ‖y_j‖² (parity with
 //    the PyTorch reference depends on it, e.g. through the clamp of self-distances), one tile of at
-//    most block × block at a time, the x·y part by GEMM;
+//    most block × block at a time, the x·y part by GEMM (ops::gemm: float on AVX2 runs the packed kernel);
 //  - memory O((n+m)·d + block²) per task: nothing of size n×m (let alone n×m×d) is allocated, unless
 //    the caller passes a precomputed d2 cache (PointPairs::d2);
 //  - tasks are (set, row block of X): each owns its output rows and reduces in a fixed order, and the
@@ -14,6 +14,7 @@
 #include <limits>
 #include <vector>
 #include "celltx/backend/cpu/eigen.hpp"
+#include "celltx/backend/cpu/gemm.hpp"
 #include "celltx/backend/cpu/parallel.hpp"
 #include "celltx/core/tensor.hpp"
 
@@ -87,9 +88,8 @@ struct Plan {
             return p.d2 + (b * p.n + i0) * p.m + j0;
         }
         ld = cols;
-        auto o = cpu_detail::mat(scratch, rows, cols, cols);
-        o.noalias() = cpu_detail::mat(p.x + (b * p.n + i0) * p.d, rows, p.d, p.d) *
-                      cpu_detail::mat(p.y + (b * p.m + j0) * p.d, cols, p.d, p.d).transpose();
+        ops::gemm(cpu{}, false, true, rows, cols, p.d, T(1), p.x + (b * p.n + i0) * p.d, p.d, p.y + (b * p.m + j0) * p.d, p.d, T(0),
+                  scratch, cols);
         const T* xs = xsq.data() + b * p.n + i0;
         const T* ys = ysq.data() + b * p.m + j0;
         for (index_t r = 0; r < rows; ++r) {
@@ -122,7 +122,7 @@ void weighted_differences(const PointPairs<T>& p, const T* coef, T* grad, Weight
             const T* t = plan.tile(b, i0, rows, j0, cols, d2buf, ld);
             weights(b, i0, rows, j0, cols, t, ld, W);
             auto w = mat(W, rows, cols, cols);
-            G.noalias() += w * mat(p.y + (b * p.m + j0) * p.d, cols, p.d, p.d);
+            ops::gemm(cpu{}, false, false, rows, p.d, cols, T(1), W, cols, p.y + (b * p.m + j0) * p.d, p.d, T(1), G.data(), p.d);
             for (index_t r = 0; r < rows; ++r) rs[r] += w.row(r).sum();
         }
         auto x = mat(p.x + (b * p.n + i0) * p.d, rows, p.d, p.d);
