@@ -139,7 +139,7 @@ int main(int argc, char** argv) try {
                o.fwd ? "" : (o.clip > 0.0 ? fmt::format(", clip {}, Adam lr {}", o.clip, o.lr) : fmt::format(", no clip, Adam lr {}", o.lr)),
                cpu_detail::max_threads(), static_cast<double>(parameter_count<float>(model)) / 1e6, o.anchor ? "anchor (uniform)" : "state-like");
 
-    loss::EnergyLoss<float> energy;  // --fwd: the loss value only
+    loss::EnergyDistance<float> energy;  // --fwd: the loss value only
     const Shape sets{o.sets, o.cells, o.genes};
     std::uint64_t step = 0;
     double loss_value = 0.0;

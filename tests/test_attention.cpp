@@ -9,7 +9,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include "celltx/backend/cpu/attention.hpp"
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/concepts.hpp"
 #include "celltx/io/safetensors.hpp"
 #include "celltx/nn/attention.hpp"
@@ -323,7 +323,7 @@ BOOST_AUTO_TEST_CASE(dropout_mask_keeps_about_one_minus_p_and_depends_on_step_an
     std::vector<double> f(200);
     for (std::uint64_t first : {0ull, 1ull, 3ull, 6ull, 4095ull, (1ull << 33) + 2}) {
         for (index_t len : {1, 5, 63, 64, 65, 200}) {
-            ops::attention_detail::dropout_factors(rng, ops::attention_detail::keep_threshold(a.p), 2.0, first, len, f.data());
+            cpu_detail::attention_detail::dropout_factors(rng, ops::keep_threshold(a.p), 2.0, first, len, f.data());
             for (index_t c = 0; c < len; ++c)
                 BOOST_REQUIRE(f[c] == (rng.uniform(first + static_cast<std::uint64_t>(c)) > a.p ? 2.0 : 0.0));
         }

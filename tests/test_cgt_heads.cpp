@@ -151,7 +151,7 @@ void equivariant_parity(const std::string& c, const io::SafetensorsFile& rf, con
     load_parameters<T>(head, rf, (c == "gi_mean_only" ? std::string("gi_mean") : c) + ".", head_prefix);
     GeneSetList sets;
     if constexpr (std::is_same_v<Readout, GeneSetReadout>) {
-        sets.genes = as_indices(rf.load<double>("gene_sets.genes"));
+        sets.indices = as_indices(rf.load<double>("gene_sets.genes"));
         sets.offsets = as_indices(rf.load<double>("gene_sets.offsets"));
         head.set_gene_sets(sets);
     }
@@ -259,7 +259,7 @@ testing::GradcheckResult gradcheck_readout(typename Readout::template module<dou
 
 BOOST_AUTO_TEST_SUITE(cgt_heads)
 
-BOOST_AUTO_TEST_CASE(perturbation_batch_validation_names_sample_and_index) {
+BOOST_AUTO_TEST_CASE(index_sets_validation_names_set_and_index) {
     const PerturbationBatch b = PerturbationBatch::from_sets({{3, 17}, {5, 5}, {}, {17, 8, 21}});
     BOOST_TEST(b.batch_size() == 4);
     BOOST_TEST(b.total() == 7);
@@ -267,17 +267,17 @@ BOOST_AUTO_TEST_CASE(perturbation_batch_validation_names_sample_and_index) {
     BOOST_TEST(b.set(3)[2] == 21);
     BOOST_CHECK_NO_THROW(b.validate(30));
     try {
-        b.validate(20);
+        b.validate(20, "PerturbationBatch");
         BOOST_ERROR("gene 21 >= 20 was accepted");
     } catch (const ShapeError& e) {
-        BOOST_TEST(message_contains(e, "sample 3 entry 2 has gene index 21"), e.what());
+        BOOST_TEST(message_contains(e, "PerturbationBatch: set 3 entry 2 has index 21"), e.what());
     }
     PerturbationBatch neg = PerturbationBatch::from_sets({{1}, {0, -2}});
     try {
         neg.validate(10);
         BOOST_ERROR("a negative index was accepted");
     } catch (const ShapeError& e) {
-        BOOST_TEST(message_contains(e, "sample 1 entry 1 has gene index -2"), e.what());
+        BOOST_TEST(message_contains(e, "IndexSets: set 1 entry 1 has index -2"), e.what());
     }
     PerturbationBatch bad = b;
     bad.offsets[2] = 1;  // offsets decrease
@@ -285,17 +285,20 @@ BOOST_AUTO_TEST_CASE(perturbation_batch_validation_names_sample_and_index) {
     bad = b;
     bad.offsets.back() = 6;
     BOOST_CHECK_THROW(bad.validate(30), ShapeError);
-    BOOST_CHECK_THROW(PerturbationBatch{}.validate(30), ShapeError);
+    BOOST_TEST(PerturbationBatch{}.batch_size() == 0);  // no sets: valid, and a model rejects it as an empty batch
+    bad = b;
+    bad.offsets.clear();
+    BOOST_CHECK_THROW(bad.validate(30), ShapeError);
     BOOST_CHECK_THROW(b.set(4), ShapeError);
 
     GeneSetList sets = GeneSetList::from_sets({{1, 4, 9}, {}, {7, 7, 12}});
     BOOST_TEST(sets.size() == 3);
-    BOOST_TEST((sets.unique_genes() == std::vector<index_t>{1, 4, 7, 9, 12}));
+    BOOST_TEST((sets.unique_indices() == std::vector<index_t>{1, 4, 7, 9, 12}));
     try {
-        sets.validate(10);
+        sets.validate(10, "GeneSetList");
         BOOST_ERROR("gene 12 >= 10 was accepted");
     } catch (const ShapeError& e) {
-        BOOST_TEST(message_contains(e, "set 2 entry 2 has gene index 12"), e.what());
+        BOOST_TEST(message_contains(e, "GeneSetList: set 2 entry 2 has index 12"), e.what());
     }
 }
 

@@ -1,6 +1,8 @@
-// The explicit instantiations that models/cgt_instantiations.hpp declares `extern`: the common Cell
-// Graph Transformer types are compiled here once. The suite checks that each float model agrees
-// with its double twin built from the same seed (float parameters are the rounded double draws).
+// The explicit instantiations of models/cgt_instantiations.hpp: the test executable is compiled with
+// CELLTX_EXTERN_CGT_INSTANTIATIONS, and this file defines the common Cell Graph Transformer types
+// once. The suite checks that each float model agrees with its double twin built from the same seed
+// (float parameters are the rounded double draws).
+#define CELLTX_DEFINE_CGT_INSTANTIATIONS
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <string>
@@ -8,18 +10,6 @@
 #include "celltx/models/cgt_instantiations.hpp"
 #include "celltx/testing/compare.hpp"
 
-namespace celltx {
-template class cgt_detail::EncoderStack<float, cpu, GeneEmbedding, PostNormEncoder>;
-template class cgt_detail::EncoderStack<double, cpu, GeneEmbedding, PostNormEncoder>;
-template class CellGraphTransformer<float, cpu, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout>;
-template class CellGraphTransformer<double, cpu, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout>;
-template class CellGraphTransformer<float, cpu, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout,
-                                    FitnessReadout>;
-template class CellGraphTransformer<double, cpu, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout,
-                                    FitnessReadout>;
-template class NonEquivariantCellGraphTransformer<float, cpu, GeneEmbedding, PostNormEncoder, NonEquivariantHead>;
-template class NonEquivariantCellGraphTransformer<double, cpu, GeneEmbedding, PostNormEncoder, NonEquivariantHead>;
-} // namespace celltx
 
 using namespace celltx;
 

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <string_view>
@@ -296,11 +297,13 @@ BOOST_AUTO_TEST_CASE(names_seeded_init_and_configuration_checks) {
     for (index_t i = 0; i < m.perturbation.in_proj_bias.numel(); ++i) BOOST_TEST(m.perturbation.in_proj_bias.value[i] == 0.0f);
     BOOST_TEST(m.encoder.layers[1].norm2.weight.value[3] == 1.0f);
 
-    // Configurations that contradict the model type, graphs outside the encoder.
-    CgtConfig bad = cfg;
-    bad.propagation_layers = 1;
-    BOOST_CHECK_THROW(CgtGi<float>{bad}, ShapeError);
-    BOOST_CHECK_THROW(Propagated{cfg}, ShapeError);  // WithPropagation with 0 propagation layers
+    // Whether a model propagates is its type; how many layers, the config (read by WithPropagation
+    // alone): a GI model ignores propagation_layers, a Propagated one with 0 layers is Type I only.
+    CgtConfig with_layers = cfg;
+    with_layers.propagation_layers = 1;
+    BOOST_TEST(parameter_count<float>(*std::make_unique<CgtGi<float>>(with_layers)) == parameter_count<float>(m));
+    BOOST_TEST(std::make_unique<Propagated>(cfg)->perturbation.propagation.num_layers() == 0);
+    // Graphs outside the encoder.
     CgtGi<float> g(cfg);
     g.add_graph(GeneGraph(20, random_edges(20, 30, 1)), {{2}, 0, 1e-3});
     const PerturbationBatch batch = PerturbationBatch::from_sets({{1, 2}});

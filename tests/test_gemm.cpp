@@ -9,7 +9,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include "celltx/backend/cpu/gemm.hpp"
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/rng.hpp"
 
 using namespace celltx;

@@ -14,10 +14,10 @@
 #endif
 #include "celltx/io/safetensors.hpp"
 #include "celltx/policies/loss/confidence_loss.hpp"
-#include "celltx/policies/loss/energy_loss.hpp"
+#include "celltx/policies/loss/energy_distance.hpp"
 #include "celltx/policies/loss/l1_penalty.hpp"
 #include "celltx/policies/loss/set_loss.hpp"
-#include "celltx/policies/loss/sinkhorn_loss.hpp"
+#include "celltx/policies/loss/sinkhorn_divergence.hpp"
 #include "celltx/testing/compare.hpp"
 #include "celltx/testing/gradcheck.hpp"
 
@@ -126,9 +126,9 @@ BOOST_AUTO_TEST_CASE(energy_and_sinkhorn_match_the_reference_in_float64) {
     double worst_e = 0.0, worst_s = 0.0;
     for (const char* c : {"basic", "dup", "scale"}) {
         const auto f = fixture(c);
-        loss::EnergyLoss<double> energy;
+        loss::EnergyDistance<double> energy;
         check_against_fixture<double>(energy, f, "energy", 1e-8, worst_e);
-        loss::SinkhornLoss<double> sinkhorn;
+        loss::SinkhornDivergence<double> sinkhorn;
         check_against_fixture<double>(sinkhorn, f, "sinkhorn", 1e-8, worst_s);
         // The ε schedule and the batch diameter, entry for entry.
         const Tensor<double> eps = f.load<double>("sinkhorn.eps");
@@ -145,10 +145,10 @@ BOOST_AUTO_TEST_CASE(energy_and_sinkhorn_match_the_reference_in_float64) {
 BOOST_AUTO_TEST_CASE(energy_and_sinkhorn_match_the_reference_in_float32) {
     const auto f = fixture("f32");
     double worst_e = 0.0, worst_s = 0.0;
-    loss::EnergyLoss<float> energy;
+    loss::EnergyDistance<float> energy;
     const auto f64 = fixture("basic");  // the same points in float64
     check_against_fixture<float>(energy, f, "energy", 1e-4, worst_e, 1.0, &f64);
-    loss::SinkhornLoss<float> sinkhorn;
+    loss::SinkhornDivergence<float> sinkhorn;
     check_against_fixture<float>(sinkhorn, f, "sinkhorn", 1e-4, worst_s, 1.0, &f64);
     BOOST_TEST_MESSAGE("float32 parity, max relative error: energy " << worst_e << ", sinkhorn " << worst_s);
 }
@@ -172,7 +172,7 @@ BOOST_AUTO_TEST_CASE(energy_gradient_matches_finite_differences) {
     Tensor<double> x = random_tensor(Shape{2, 6, 3}, 31), y = random_tensor(Shape{2, 5, 3}, 32, 1.4);
     for (index_t i = 0; i < y.numel(); ++i) y[i] += 0.3;
     for (index_t block : {2, 256}) {
-        loss::EnergyLoss<double> energy(block);
+        loss::EnergyDistance<double> energy(block);
         auto res = testing::gradcheck([&] { return energy.forward(x.cview(), y.cview()); },
                                       [&](ConstView<double> dy, std::vector<TensorView<double>>& dxs) { energy.backward(dy, dxs[0], dxs[1]); },
                                       {&x, &y}, {});
@@ -205,9 +205,9 @@ BOOST_AUTO_TEST_CASE(the_losses_are_invariant_to_the_order_of_points) {
         BOOST_TEST_MESSAGE(what << ": permuted gradients differ by " << gerr);
         BOOST_TEST(gerr < 1e-10, what);
     };
-    loss::EnergyLoss<double> e1, e2;
+    loss::EnergyDistance<double> e1, e2;
     check(e1, e2, "energy");
-    loss::SinkhornLoss<double> s1, s2;
+    loss::SinkhornDivergence<double> s1, s2;
     check(s1, s2, "sinkhorn");
 }
 
@@ -222,19 +222,19 @@ BOOST_AUTO_TEST_CASE(small_blocks_and_the_cost_cache_agree_with_one_block) {
             BOOST_TEST(d.within(1e-12), what << ": " << d.str());
         }
     };
-    loss::EnergyLoss<double> e4(4), e256(256);
+    loss::EnergyDistance<double> e4(4), e256(256);
     compare(run(e4, x, y, w), run(e256, x, y, w), "energy block 4 vs 256");
     loss::SinkhornOptions o4, o256;
     o4.block = 4;
     o256.block = 256;
-    loss::SinkhornLoss<double> s4(o4), s256(o256);
+    loss::SinkhornDivergence<double> s4(o4), s256(o256);
     const Run<double> r4 = run(s4, x, y, w);
     compare(r4, run(s256, x, y, w), "sinkhorn block 4 vs 256");
     BOOST_TEST_MESSAGE("block 4 vs 256: max relative difference " << worst);
 
     // The cost cache is a memo of the same tiles: not one bit changes.
     o4.cost_cache_bytes = std::size_t(1) << 20;
-    loss::SinkhornLoss<double> cached(o4);
+    loss::SinkhornDivergence<double> cached(o4);
     const Run<double> rc = run(cached, x, y, w);
     BOOST_TEST(same_bits(rc.value, r4.value));
     BOOST_TEST(same_bits(rc.dx, r4.dx));
@@ -249,11 +249,11 @@ BOOST_AUTO_TEST_CASE(one_and_two_threads_give_identical_bits) {
     std::vector<Run<double>> runs;
     for (int threads : {1, 2}) {
         set_threads(threads);
-        loss::EnergyLoss<double> energy(16);
+        loss::EnergyDistance<double> energy(16);
         runs.push_back(run(energy, x, y, w));
         loss::SinkhornOptions o;
         o.block = 16;
-        loss::SinkhornLoss<double> sinkhorn(o);
+        loss::SinkhornDivergence<double> sinkhorn(o);
         runs.push_back(run(sinkhorn, x, y, w));
     }
     set_threads(saved);
@@ -278,14 +278,14 @@ BOOST_AUTO_TEST_CASE(no_n_by_m_buffer_is_allocated) {
         run(loss, x, y, w);
         return static_cast<double>(stats.peak.load() - before);
     };
-    loss::EnergyLoss<double> energy(16);
+    loss::EnergyDistance<double> energy(16);
     const double pe = peak_of(energy);
     loss::SinkhornOptions o;
     o.block = 16;
-    loss::SinkhornLoss<double> sinkhorn(o);
+    loss::SinkhornDivergence<double> sinkhorn(o);
     const double ps = peak_of(sinkhorn);
     o.cost_cache_bytes = std::size_t(1) << 24;
-    loss::SinkhornLoss<double> cached(o);
+    loss::SinkhornDivergence<double> cached(o);
     const double pc = peak_of(cached);
     BOOST_TEST_MESSAGE("peak bytes: energy " << pe << ", sinkhorn " << ps << ", sinkhorn with cost cache " << pc << " (N×M = " << nm_bytes << ")");
     BOOST_TEST(pe < 0.25 * nm_bytes);
@@ -429,12 +429,12 @@ BOOST_AUTO_TEST_CASE(l1_penalty_and_confidence_loss) {
 
 BOOST_AUTO_TEST_CASE(bad_arguments_throw) {
     const Tensor<double> x = random_tensor(Shape{2, 5, 3}, 1), y = random_tensor(Shape{3, 4, 3}, 2), z = random_tensor(Shape{2, 4, 2}, 3);
-    loss::EnergyLoss<double> e;
+    loss::EnergyDistance<double> e;
     BOOST_CHECK_THROW(e.forward(x.cview(), y.cview()), ShapeError);
     BOOST_CHECK_THROW(e.forward(x.cview(), z.cview()), ShapeError);
     BOOST_CHECK_THROW(e.forward(x.reshaped(Shape{10, 3}), x.reshaped(Shape{10, 3})), ShapeError);
-    BOOST_CHECK_THROW(loss::EnergyLoss<double>(0), ShapeError);
-    loss::SinkhornLoss<double> s;
+    BOOST_CHECK_THROW(loss::EnergyDistance<double>(0), ShapeError);
+    loss::SinkhornDivergence<double> s;
     BOOST_CHECK_THROW(s.forward(x.cview(), y.cview()), ShapeError);
     s.forward(x.cview(), x.cview());
     Tensor<double> dx(x.shape());

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 #include "celltx/core/concepts.hpp"
@@ -19,7 +20,7 @@
 #include "celltx/models/state_transition.hpp"
 #include "celltx/nn/confidence_head.hpp"
 #include "celltx/nn/conv1d.hpp"
-#include "celltx/nn/gene_decoder.hpp"
+#include "celltx/nn/latent_to_gene_decoder.hpp"
 #include "celltx/nn/gpt2_block.hpp"
 #include "celltx/nn/llama_layer.hpp"
 #include "celltx/policies/backbone/gpt2_backbone.hpp"
@@ -47,7 +48,7 @@ static_assert(BackbonePolicy<LlamaBackbone, double> && BackbonePolicy<GPT2Backbo
 static_assert(!BackbonePolicy<EnergyLoss> && !SetLossPolicy<LlamaBackbone> && !StateOption<EnergyLoss>);
 static_assert(DistinctStateOptions<ConfidenceToken, GeneDecoder> && !DistinctStateOptions<GeneDecoder, ConfidenceToken, GeneDecoder>);
 static_assert(Layer<nn::LlamaLayer<double>, double> && Layer<nn::GPT2Block<float>, float> && Layer<nn::Conv1D<double>, double> &&
-              Layer<nn::ConfidenceHead<double>, double> && Layer<nn::GeneDecoder<float>, float>);
+              Layer<nn::ConfidenceHead<double>, double> && Layer<nn::LatentToGeneDecoder<float>, float>);
 
 StateConfig llama_config() {
     StateConfig c;
@@ -402,7 +403,7 @@ BOOST_AUTO_TEST_CASE(gradcheck_of_each_new_layer) {
         BOOST_TEST(r.ok, "ConfidenceHead " << r.summary());
     }
     {
-        nn::GeneDecoder<double> d(6, 5, {7, 4});
+        nn::LatentToGeneDecoder<double> d(6, 5, {7, 4});
         d.reset_parameters(g);
         const auto r = gradcheck_layer(d, random_tensor(Shape{2, 3, 6}, 5));
         BOOST_TEST_MESSAGE("GeneDecoder " << r.summary());
@@ -718,8 +719,9 @@ BOOST_AUTO_TEST_CASE(invalid_configurations_are_rejected) {
     g.output_dim = 8;  // "all" adds ctrl to the output
     BOOST_CHECK_THROW(Gpt2Model<double>{g}, ShapeError);
     StateConfig n = nores_config();
-    n.batch_dim = 2;  // the type has no BatchEmbedding
-    BOOST_CHECK_THROW(NoResModel<double>{n}, ShapeError);
+    n.batch_dim = 2;  // read by the BatchEmbedding option alone: a model type without it ignores it
+    BOOST_TEST(parameter_count<double>(*std::make_unique<NoResModel<double>>(n)) ==
+               parameter_count<double>(*std::make_unique<NoResModel<double>>(nores_config())));
     n = nores_config();
     n.l1_lambda = 0.1;  // output_dim 10 != input_dim 12
     BOOST_CHECK_THROW(NoResModel<double>{n}, ShapeError);

@@ -51,15 +51,15 @@ int main() {
     cpu_lin.backward(dy.cast<float>().cview(), dx_cpu.view());
 
     nn::Linear<float, celltx::cuda> gpu(in, out);
-    gpu.weight.value = to_device<float>(cpu_lin.weight.value.cview());
-    gpu.bias.value = to_device<float>(cpu_lin.bias.value.cview());
-    auto xd = to_device<float>(x.cast<float>().cview());
-    auto y_gpu = to_host<float>(gpu.forward(xd.cview()).cview());
+    gpu.weight.value = cpu_lin.weight.value.to<celltx::cuda>();
+    gpu.bias.value = cpu_lin.bias.value.to<celltx::cuda>();
+    auto xd = x.cast<float>().to<celltx::cuda>();
+    auto y_gpu = to_host(gpu.forward(xd.cview()));
     Tensor<float, celltx::cuda> dxd(x.shape());
-    gpu.backward(to_device<float>(dy.cast<float>().cview()).cview(), dxd.view());
-    auto dx_gpu = to_host<float>(dxd.cview());
-    auto dw_gpu = to_host<float>(gpu.weight.grad.cview());
-    auto db_gpu = to_host<float>(gpu.bias.grad.cview());
+    gpu.backward(dy.cast<float>().to<celltx::cuda>().cview(), dxd.view());
+    auto dx_gpu = to_host(dxd);
+    auto dw_gpu = to_host(gpu.weight.grad);
+    auto db_gpu = to_host(gpu.bias.grad);
 
     const double slack = 1e-6;
     double e_cpu = max_abs_diff(y_cpu, y_ref), e_gpu = max_abs_diff(y_gpu, y_ref);

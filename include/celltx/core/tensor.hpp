@@ -16,10 +16,16 @@
 
 namespace celltx {
 
-/// Where a backend's memory comes from. The host specialisation lives here; the CUDA one in
-/// include/celltx/backend/cuda/memory.hpp (include it before making a Tensor<T, cuda>).
+/// Where a backend's memory comes from: allocate, deallocate, copy and zero within the backend, and
+/// upload / download to and from host memory. The host specialisation lives here; the CUDA one in
+/// include/celltx/backend/cuda/memory.hpp.
 template <Backend B>
 struct storage_traits;
+
+/// What a Tensor may hold: the Scalar types of the layers, and index_t for index arrays that ops
+/// read on the backend (row lists, offsets).
+template <class T>
+concept TensorElement = Scalar<T> || std::same_as<T, index_t>;
 
 /// Live and peak bytes held by Tensors of one backend: how tests and benchmarks prove that no
 /// T×T buffer was ever allocated.
@@ -63,10 +69,14 @@ struct storage_traits<cpu> {
     static void zero(void* dst, std::size_t bytes) {
         if (bytes) std::memset(dst, 0, bytes);
     }
+    static void upload(void* dst, const void* host_src, std::size_t bytes) { copy(dst, host_src, bytes); }
+    static void download(void* host_dst, const void* src, std::size_t bytes) { copy(host_dst, src, bytes); }
 };
 
 template <class T, Backend B = cpu>
 class TensorView;
+template <TensorElement T, Backend B>
+class Tensor;
 
 namespace detail {
 inline index_t flat_index(const Shape& s, std::initializer_list<index_t> idx) {
@@ -140,7 +150,7 @@ template <class T, Backend B = cpu>
 using ConstView = TensorView<const T, B>;
 
 /// Owning, contiguous, row-major tensor. Copies are deep; moves are cheap.
-template <Scalar T, Backend B = cpu>
+template <TensorElement T, Backend B = cpu>
 class Tensor {
     using traits = storage_traits<B>;
 
@@ -247,6 +257,10 @@ public:
         return out;
     }
 
+    /// A copy in backend D's memory (host <-> device uploads and downloads; a plain copy otherwise).
+    template <Backend D>
+    Tensor<T, D> to() const;
+
 private:
     struct uninitialized_tag {};
     struct deleter {
@@ -267,6 +281,66 @@ template <class T, Backend B>
 void copy(ConstView<T, B> src, TensorView<T, B> dst) {
     require(src.numel() == dst.numel(), "copy: {} elements into {}", src.shape(), dst.shape());
     storage_traits<B>::copy(dst.data(), src.data(), static_cast<std::size_t>(src.numel()) * sizeof(T));
+}
+
+// Host staging. Code above the backend reads or writes a handful of values on the host (a loss
+// value, per-set scalars, index lists) through these, so that it never dereferences backend memory.
+
+/// `src` (any backend) copied into host memory.
+template <class T, Backend B>
+Tensor<std::remove_const_t<T>, cpu> to_host(TensorView<T, B> src) {
+    using U = std::remove_const_t<T>;
+    auto h = Tensor<U, cpu>::uninitialized(src.shape());
+    storage_traits<B>::download(h.data(), src.data(), h.bytes());
+    return h;
+}
+template <TensorElement T, Backend B>
+Tensor<T, cpu> to_host(const Tensor<T, B>& src) {
+    return to_host(src.cview());
+}
+
+/// Host values copied into backend memory of the given shape.
+template <TensorElement T, Backend B>
+Tensor<T, B> from_host(const T* values, Shape shape) {
+    auto t = Tensor<T, B>::uninitialized(shape);
+    storage_traits<B>::upload(t.data(), values, t.bytes());
+    return t;
+}
+template <TensorElement T, Backend B>
+Tensor<T, B> from_host(const std::vector<T>& values) {
+    return from_host<T, B>(values.data(), Shape{static_cast<index_t>(values.size())});
+}
+
+/// dst (backend memory) = the host values `src` (same number of elements).
+template <class T, Backend B>
+void upload(const T* src, TensorView<T, B> dst) {
+    storage_traits<B>::upload(dst.data(), src, static_cast<std::size_t>(dst.numel()) * sizeof(T));
+}
+
+/// One value of backend memory, read on the host.
+template <class T, Backend B>
+std::remove_const_t<T> read_value(TensorView<T, B> src, index_t flat = 0) {
+    require(flat >= 0 && flat < src.numel(), "read_value: index {} out of range for shape {}", flat, src.shape());
+    std::remove_const_t<T> v{};
+    storage_traits<B>::download(&v, src.data() + flat, sizeof(T));
+    return v;
+}
+
+template <TensorElement T, Backend B>
+template <Backend D>
+Tensor<T, D> Tensor<T, B>::to() const {
+    auto out = Tensor<T, D>::uninitialized(shape_);
+    if constexpr (std::same_as<B, D>) {
+        storage_traits<B>::copy(out.data(), data(), bytes());
+    } else if constexpr (!B::is_device) {
+        storage_traits<D>::upload(out.data(), data(), bytes());
+    } else if constexpr (!D::is_device) {
+        storage_traits<B>::download(out.data(), data(), bytes());
+    } else {  // device to another device: through the host
+        const Tensor<T, cpu> h = to_host(cview());
+        storage_traits<D>::upload(out.data(), h.data(), bytes());
+    }
+    return out;
 }
 
 } // namespace celltx

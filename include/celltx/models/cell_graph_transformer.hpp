@@ -39,20 +39,21 @@
 #include "celltx/core/concepts.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/gene_graph.hpp"
+#include "celltx/core/ragged.hpp"
 #include "celltx/core/rng.hpp"
 #include "celltx/core/tensor.hpp"
+#include "celltx/models/cgt_encoder_base.hpp"
+#include "celltx/models/cgt_loss.hpp"
+#include "celltx/models/cgt_types.hpp"
 #include "celltx/policies/cgt_config.hpp"
-#include "celltx/policies/embedding/concept.hpp"
 #include "celltx/policies/embedding/gene_embedding.hpp"
-#include "celltx/policies/encoder/concept.hpp"
-#include "celltx/policies/encoder/graph_regularizer.hpp"
 #include "celltx/policies/encoder/post_norm_encoder.hpp"
 #include "celltx/policies/encoder/propagation.hpp"
 #include "celltx/policies/loss/multitask_loss.hpp"
 #include "celltx/policies/perturbation/concept.hpp"
 #include "celltx/policies/perturbation/cross_attention_transform.hpp"
-#include "celltx/policies/perturbation/perturbation_batch.hpp"
 #include "celltx/policies/perturbation/perturbed_rows.hpp"
+#include "celltx/policies/perturbation/with_propagation.hpp"
 #include "celltx/policies/readout/concept.hpp"
 #include "celltx/policies/readout/expression.hpp"
 #include "celltx/policies/readout/fitness.hpp"
@@ -60,67 +61,6 @@
 #include "celltx/policies/readout/gene_set.hpp"
 
 namespace celltx {
-
-// ---------------------------------------------------------------------------------------------
-// Propagation as a perturbation policy
-
-/// Perturbation policy: Inner's Type I transform, then Prop's layers (self-attention over the N rows
-/// of each sample, memory-efficient: O(B·N·d)). It needs every row, whatever the readouts read.
-template <class Inner = CrossAttentionTransform, class Prop = Propagation>
-struct WithPropagation {
-    static constexpr const char* name = "WithPropagation";
-    static constexpr bool needs_all_rows = true;
-
-    template <Scalar T, Backend B = cpu>
-    class module {
-        static_assert(PerturbationPolicy<Inner, T, B>, "WithPropagation<Inner, Prop>: Inner must satisfy PerturbationPolicy");
-        static_assert(PropagationPolicy<Prop, T, B>, "WithPropagation<Inner, Prop>: Prop must satisfy PropagationPolicy");
-
-    public:
-        module() = default;
-        explicit module(const CgtConfig& cfg) : transform(cfg), propagation(cfg) {}
-
-        void reset_parameters(Generator& g) {
-            if constexpr (requires { transform.reset_parameters(g); }) transform.reset_parameters(g);
-            if constexpr (requires { propagation.reset_parameters(g); }) propagation.reset_parameters(g);
-        }
-
-        /// All rows of H_pert (whatever `need` says), each sample then propagated.
-        PerturbedRows<T, B> forward(ConstView<T, B> H, const PerturbationBatch& batch, RowNeedSet need, const GeneSetList* sets = nullptr,
-                                    const Context& ctx = {}) {
-            PerturbedRows<T, B> rows = transform.forward(H, batch, need | RowNeed::all, sets, ctx);
-            Tensor<T, B> y = propagation.forward(rows.values.cview().reshaped(Shape{rows.batch, rows.num_genes, rows.d}), ctx);
-            rows.values = std::move(y.reshape(Shape{rows.rows(), rows.d}));
-            return rows;
-        }
-
-        void backward(const PerturbedRows<T, B>& dRows, TensorView<T, B> dH) {
-            require(dRows.all_rows, "WithPropagation::backward: dRows must have the all-rows layout of the forward");
-            const Shape s{dRows.batch, dRows.num_genes, dRows.d};
-            PerturbedRows<T, B> inner = dRows.without_values();
-            inner.values = Tensor<T, B>(s);
-            propagation.backward(dRows.values.cview().reshaped(s), inner.values.view());
-            inner.values.reshape(Shape{dRows.rows(), dRows.d});
-            transform.backward(inner, dH);
-        }
-
-        template <class F>
-        void visit_parameters(F&& f, const std::string& prefix = "") {
-            transform.visit_parameters(f, prefix);
-            propagation.visit_parameters(f, prefix);
-        }
-
-        typename Inner::template module<T, B> transform;
-        typename Prop::template module<T, B> propagation;
-    };
-};
-
-/// Whether a perturbation policy needs every row of H_pert (WithPropagation).
-template <class P>
-constexpr bool perturbation_needs_all_rows() {
-    if constexpr (requires { { P::needs_all_rows } -> std::convertible_to<bool>; }) return P::needs_all_rows;
-    else return false;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Composition constraints
@@ -143,157 +83,12 @@ concept CgtComposition = Scalar<T> && Backend<B> && EmbeddingPolicy<Embedding, T
                          DistinctReadouts<Readouts...>;
 
 // ---------------------------------------------------------------------------------------------
-// Inputs and outputs
-
-/// What forward returns (K readouts).
-template <Scalar T, Backend B, std::size_t K>
-struct CgtOutputs {
-    Tensor<T, B> h_cls;                     ///< [d]
-    Tensor<T, B> H_genes;                   ///< [N, d]
-    PerturbedRows<T, B> H_pert;             ///< the rows of H_pert the transform computed
-    std::array<Tensor<T, B>, K> predictions;  ///< readout k's prediction, in the order of the model type
-    double graph_loss = 0.0;                ///< the weighted graph term (0 without graphs)
-};
-
-/// The label (and optional mask) of one readout's prediction, as loss::TaskTarget without the prediction.
-template <Scalar T, Backend B = cpu>
-struct CgtTarget {
-    ConstView<T, B> label;  ///< the prediction's shape, NaN = missing
-    ConstView<T, B> mask{};  ///< optional: [B] or the prediction's shape, 0 = missing
-};
-
-/// The terms of the training loss: total = phenotype + graph_weight·graph.
-struct CgtLossValues {
-    double total = 0.0, phenotype = 0.0, graph = 0.0;
-};
-
-/// What train_step returns.
-template <class Outputs>
-struct CgtStep {
-    CgtLossValues loss;
-    Outputs outputs;
-};
-
-namespace cgt_detail {
-
-/// Row sampling seeded by the model's seed.
-inline GraphRegularizerOptions default_graph_options(const CgtConfig& cfg) {
-    GraphRegularizerOptions o;
-    o.seed = cfg.seed;
-    return o;
-}
-
-template <class M>
-void reset_if_possible(M& m, Generator& g) {
-    if constexpr (requires { m.reset_parameters(g); }) m.reset_parameters(g);
-}
-
-/// Embedding + encoder + graph regulariser: the part both CGT variants share (run once per step, batch 1).
-template <Scalar T, Backend B, class Embedding, class Encoder>
-class EncoderStack {
-public:
-    using value_type = T;
-    using backend = B;
-    using embedding_type = typename Embedding::template module<T, B>;
-    using encoder_type = typename Encoder::template module<T, B>;
-
-    EncoderStack(const CgtConfig& cfg, GraphRegularizerOptions graph)
-        : embedding(cfg), encoder(cfg), cfg_(cfg), reg_(cfg.num_genes, graph) {}
-
-    const CgtConfig& config() const noexcept { return cfg_; }
-
-    /// The graphs of the graph-regularised attention: add_graph(GeneGraph, {layers, head, λ}, name).
-    GraphRegularizer<T>& graph_regularizer() noexcept { return reg_; }
-    const GraphRegularizer<T>& graph_regularizer() const noexcept { return reg_; }
-    index_t add_graph(GeneGraph graph, GraphAssignment a, std::string name = {}) {
-        return reg_.add_graph(std::move(graph), std::move(a), std::move(name));
-    }
-
-    /// Precomputed gene features [N, cfg.gene_feature_dim] (embedding policies that take them).
-    void set_gene_features(Tensor<T, B> features)
-        requires requires(embedding_type& e, Tensor<T, B> f) { e.set_gene_features(std::move(f)); }
-    {
-        embedding.set_gene_features(std::move(features));
-    }
-
-    embedding_type embedding;
-    encoder_type encoder;
-
-protected:
-    /// H [N+1, d] of the wild type (row 0: CLS), graph term evaluated on the assigned layers.
-    Tensor<T, B> encode(const Context& ctx);
-    /// dH [N+1, d] -> every embedding and encoder gradient (the graph term's weighted by dgraph).
-    void encode_backward(ConstView<T, B> dH, double dgraph);
-
-    template <class F>
-    void visit_stack_parameters(F&& f, const std::string& prefix) {
-        embedding.visit_parameters(f, prefix);
-        encoder.visit_parameters(f, prefix);
-    }
-    void reset_stack(Generator& g) {
-        reset_if_possible(embedding, g);
-        reset_if_possible(encoder, g);
-    }
-
-    CgtConfig cfg_;
-    GraphRegularizer<T> reg_;
-};
-
-template <Scalar T, Backend B, class Embedding, class Encoder>
-Tensor<T, B> EncoderStack<T, B, Embedding, Encoder>::encode(const Context& ctx) {
-    for (index_t k = 0; k < reg_.num_graphs(); ++k) {
-        const GraphAssignment& a = reg_.assignment(k);
-        for (int l : a.layers)
-            require(l < cfg_.num_layers, "CellGraphTransformer: graph '{}' is assigned to layer {} of a {}-layer encoder", reg_.name(k), l,
-                    cfg_.num_layers);
-        require(a.head < cfg_.num_heads, "CellGraphTransformer: graph '{}' regularises head {} of {} (use head k % H)", reg_.name(k),
-                a.head, cfg_.num_heads);
-    }
-    const Tensor<T, B> X = embedding.forward(ctx);
-    return encoder.forward(X.cview(), ctx, reg_.num_graphs() > 0 ? &reg_ : nullptr);
-}
-
-template <Scalar T, Backend B, class Embedding, class Encoder>
-void EncoderStack<T, B, Embedding, Encoder>::encode_backward(ConstView<T, B> dH, double dgraph) {
-    Tensor<T, B> dX(dH.shape());
-    if constexpr (requires(encoder_type& e) { e.backward(dH, dX.view(), dgraph); }) {
-        encoder.backward(dH, dX.view(), dgraph);
-    } else {
-        require(dgraph == 1.0, "CellGraphTransformer: this encoder policy weights its graph term by 1 only (got {})", dgraph);
-        encoder.backward(dH, dX.view());
-    }
-    embedding.backward(dX.cview());
-}
-
-/// d(Σ_t w_t ℓ_t)/d prediction for every prediction, from a MultiTaskLoss; returns the loss value.
-template <Scalar T, Backend B, std::size_t K>
-double multitask_gradients(const std::array<ConstView<T, B>, K>& preds, std::span<const CgtTarget<T, B>> targets,
-                           loss::MultiTaskLoss<T, B>& loss, std::array<Tensor<T, B>, K>& dpreds) {
-    require(targets.size() == K, "CellGraphTransformer: {} targets for {} readouts", targets.size(), K);
-    require(loss.tasks().size() == K, "CellGraphTransformer: the loss has {} tasks for {} readouts", loss.tasks().size(), K);
-    std::vector<loss::TaskTarget<T, B>> tt;
-    tt.reserve(K);
-    for (std::size_t k = 0; k < K; ++k) tt.push_back({preds[k], targets[k].label, targets[k].mask});
-    const Tensor<T, B> value = loss.forward(std::span<const loss::TaskTarget<T, B>>(tt));
-    std::vector<TensorView<T, B>> views;
-    for (std::size_t k = 0; k < K; ++k) {
-        dpreds[k] = Tensor<T, B>(preds[k].shape());
-        views.push_back(dpreds[k].view());
-    }
-    const Tensor<T, B> one = Tensor<T, B>::full(Shape{}, T(1));
-    loss.backward(one.cview(), std::span<const TensorView<T, B>>(views));
-    return static_cast<double>(value[0]);
-}
-
-} // namespace cgt_detail
-
-// ---------------------------------------------------------------------------------------------
 // The model
 
 template <Scalar T, Backend B, class Embedding, class Encoder, class Perturbation, class... Readouts>
     requires CgtComposition<T, B, Embedding, Encoder, Perturbation, Readouts...>
-class CellGraphTransformer : public cgt_detail::EncoderStack<T, B, Embedding, Encoder> {
-    using stack = cgt_detail::EncoderStack<T, B, Embedding, Encoder>;
+class CellGraphTransformer : public CgtEncoderBase<T, B, Embedding, Encoder> {
+    using base = CgtEncoderBase<T, B, Embedding, Encoder>;
 
 public:
     static constexpr std::size_t num_readouts = sizeof...(Readouts);
@@ -311,7 +106,7 @@ public:
 
     /// The reference's initialisation distributions, module by module in the reference's construction order.
     void reset_parameters(Generator& g) {
-        this->reset_stack(g);
+        this->reset_encoder(g);
         cgt_detail::reset_if_possible(perturbation, g);
         std::apply([&](auto&... r) { (cgt_detail::reset_if_possible(r, g), ...); }, readouts);
     }
@@ -371,7 +166,7 @@ public:
     /// gene_embedding.weight, cls_token, transformer_layers.*, perturbation_transform.*, [propagation_layers.*], readouts.
     template <class F>
     void visit_parameters(F&& f, const std::string& prefix = "") {
-        this->visit_stack_parameters(f, prefix);
+        this->visit_encoder_parameters(f, prefix);
         perturbation.visit_parameters(f, prefix);
         std::apply([&](auto&... r) { (r.visit_parameters(f, prefix), ...); }, readouts);
     }
@@ -395,14 +190,7 @@ private:
     }
     template <class R>
     static void append_gene_sets(R& r, GeneSetList& all) {
-        if constexpr (requires { r.gene_sets(); }) {
-            const GeneSetList& s = r.gene_sets();
-            for (index_t k = 0; k < s.size(); ++k) {
-                const auto g = s.set(k);
-                all.genes.insert(all.genes.end(), g.begin(), g.end());
-                all.offsets.push_back(static_cast<index_t>(all.genes.size()));
-            }
-        }
+        if constexpr (requires { r.gene_sets(); }) all.append(r.gene_sets());
     }
 
     // Saved by forward.
@@ -416,11 +204,7 @@ template <Scalar T, Backend B, class Embedding, class Encoder, class Perturbatio
     requires CgtComposition<T, B, Embedding, Encoder, Perturbation, Readouts...>
 CellGraphTransformer<T, B, Embedding, Encoder, Perturbation, Readouts...>::CellGraphTransformer(const CgtConfig& cfg,
                                                                                              GraphRegularizerOptions graph)
-    : stack(cfg, graph), perturbation(cfg), readouts(typename Readouts::template module<T, B>(cfg)...) {
-    require(has_propagation == (cfg.propagation_layers > 0),
-            "CellGraphTransformer: cfg.propagation_layers = {} but the perturbation policy {} propagation (use WithPropagation<...> "
-            "with propagation_layers >= 1, or neither)",
-            cfg.propagation_layers, has_propagation ? "has" : "has no");
+    : base(cfg, graph), perturbation(cfg), readouts(typename Readouts::template module<T, B>(cfg)...) {
     Generator g(cfg.seed);
     reset_parameters(g);
 }
@@ -430,7 +214,7 @@ template <Scalar T, Backend B, class Embedding, class Encoder, class Perturbatio
 auto CellGraphTransformer<T, B, Embedding, Encoder, Perturbation, Readouts...>::forward(const PerturbationBatch& batch, const Context& ctx)
     -> outputs_type {
     const index_t N = this->cfg_.num_genes, d = this->cfg_.d_model;
-    batch.validate(N);
+    batch.validate(N, "PerturbationBatch");
     require(batch.batch_size() >= 1, "CellGraphTransformer: an empty batch");
     const Tensor<T, B> H = this->encode(ctx);
     const ConstView<T, B> h_cls = H.cview().slice(0, 1), genes = H.cview().slice(1, N);

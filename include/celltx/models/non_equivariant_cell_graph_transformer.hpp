@@ -33,8 +33,8 @@ struct NonEquivariantOutputs {
 
 template <Scalar T, Backend B = cpu, class Embedding = GeneEmbedding, class Encoder = PostNormEncoder, class Head = NonEquivariantHead>
     requires NonEquivariantCgtComposition<T, B, Embedding, Encoder, Head>
-class NonEquivariantCellGraphTransformer : public cgt_detail::EncoderStack<T, B, Embedding, Encoder> {
-    using stack = cgt_detail::EncoderStack<T, B, Embedding, Encoder>;
+class NonEquivariantCellGraphTransformer : public CgtEncoderBase<T, B, Embedding, Encoder> {
+    using base = CgtEncoderBase<T, B, Embedding, Encoder>;
 
 public:
     using head_type = typename Head::template module<T, B>;
@@ -45,7 +45,7 @@ public:
     NonEquivariantCellGraphTransformer(const CgtConfig& cfg, GraphRegularizerOptions graph);
 
     void reset_parameters(Generator& g) {
-        this->reset_stack(g);
+        this->reset_encoder(g);
         cgt_detail::reset_if_possible(head, g);
     }
 
@@ -70,7 +70,7 @@ public:
 
     template <class F>
     void visit_parameters(F&& f, const std::string& prefix = "") {
-        this->visit_stack_parameters(f, prefix);
+        this->visit_encoder_parameters(f, prefix);
         head.visit_parameters(f, prefix);
     }
 
@@ -85,9 +85,7 @@ template <Scalar T, Backend B, class Embedding, class Encoder, class Head>
     requires NonEquivariantCgtComposition<T, B, Embedding, Encoder, Head>
 NonEquivariantCellGraphTransformer<T, B, Embedding, Encoder, Head>::NonEquivariantCellGraphTransformer(const CgtConfig& cfg,
                                                                                                      GraphRegularizerOptions graph)
-    : stack(cfg, graph), head(cfg) {
-    require(cfg.propagation_layers == 0, "NonEquivariantCellGraphTransformer: no Type I transform, so no propagation layers (got {})",
-            cfg.propagation_layers);
+    : base(cfg, graph), head(cfg) {
     Generator g(cfg.seed);
     reset_parameters(g);
 }
@@ -97,7 +95,7 @@ template <Scalar T, Backend B, class Embedding, class Encoder, class Head>
 auto NonEquivariantCellGraphTransformer<T, B, Embedding, Encoder, Head>::forward(const PerturbationBatch& batch, const Context& ctx)
     -> outputs_type {
     const index_t N = this->cfg_.num_genes, d = this->cfg_.d_model;
-    batch.validate(N);
+    batch.validate(N, "PerturbationBatch");
     require(batch.batch_size() >= 1, "NonEquivariantCellGraphTransformer: an empty batch");
     const Tensor<T, B> H = this->encode(ctx);
     const ConstView<T, B> h_cls = H.cview().slice(0, 1), genes = H.cview().slice(1, N);

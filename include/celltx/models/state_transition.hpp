@@ -1,6 +1,6 @@
 #pragma once
 // StateTransition<T, B, Backbone, Loss, Options...>: Arc Institute State's set-to-set perturbation
-// model (StateTransitionPerturbationModel; ../shared/spec/state_transition.md), composed at compile
+// model (StateTransitionPerturbationModel; docs/state_transition.md), composed at compile
 // time from policies and sized at run time by a StateConfig:
 //   Backbone  LlamaBackbone | GPT2Backbone                         (BackbonePolicy)
 //   Loss      EnergyLoss | SinkhornLoss | CombinedLoss | MseLoss   (SetLossPolicy)
@@ -25,7 +25,7 @@
 #include "celltx/core/concepts.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/tensor.hpp"
-#include "celltx/models/state_config.hpp"
+#include "celltx/policies/state/state_config.hpp"
 #include "celltx/nn/activation.hpp"
 #include "celltx/nn/linear.hpp"
 #include "celltx/nn/mlp.hpp"
@@ -57,9 +57,18 @@ struct StateLossValues {
     std::vector<double> per_set;  ///< the main loss of each set
 };
 
+/// The ops the State model itself calls on backend B (its encoders, heads and residuals), beside
+/// those of its policies.
+template <class B, class T>
+concept StateModelOps = nn::MlpOps<B, T> && ops::provides_accumulate<B, T> && ops::provides_sign_axpy<B, T> && ops::provides_sum_abs<B, T>;
+
+/// What StateTransition requires of its policies.
+template <class T, class B, class Backbone, class Loss, class... Options>
+concept StateComposition = Scalar<T> && Backend<B> && StateModelOps<B, T> && BackbonePolicy<Backbone, T, B> && SetLossPolicy<Loss, T, B> &&
+                           (StateOption<Options, T, B> && ...) && DistinctStateOptions<Options...>;
+
 template <Scalar T, Backend B, class Backbone, class Loss, class... Options>
-    requires BackbonePolicy<Backbone, T, B> && SetLossPolicy<Loss> && (StateOption<Options> && ...) &&
-             DistinctStateOptions<Options...>
+    requires StateComposition<T, B, Backbone, Loss, Options...>
 class StateTransition {
 public:
     using value_type = T;
@@ -67,7 +76,8 @@ public:
     static constexpr bool has_confidence_token = has_state_option<ConfidenceToken, Options...>;
     static constexpr bool has_gene_decoder = has_state_option<GeneDecoder, Options...>;
     static constexpr bool has_batch_embedding = has_state_option<BatchEmbedding, Options...>;
-    using backbone_type = typename Backbone::template module<T, B>;
+    using backbone_type = policy_module<Backbone, T, B>;
+    using loss_type = policy_module<Loss, T, B>;
 
     explicit StateTransition(const StateConfig& config) : cfg_(resolved(config)) {
         const StateConfig& c = cfg_;
@@ -81,9 +91,6 @@ public:
                 c.out_dim(), c.input_dim);
         require(c.l1_lambda == 0.0 || c.out_dim() == c.input_dim, "StateTransition: the L1 term compares pred with ctrl: needs "
                 "output_dim == input_dim (got {} and {})", c.out_dim(), c.input_dim);
-        require(has_batch_embedding == (c.batch_dim > 0),
-                "StateTransition: batch_dim = {} but the model type {} the BatchEmbedding option", c.batch_dim,
-                has_batch_embedding ? "lists" : "does not list");
         pert_encoder = nn::Mlp<T, B>(c.pert_dim, c.hidden, c.hidden, c.n_encoder_layers, c.dropout, ActivationKind::gelu, 1);
         basal_encoder = nn::Mlp<T, B>(c.input_dim, c.hidden, c.hidden, c.use_basal_projection ? c.n_encoder_layers : 1, c.dropout,
                                       ActivationKind::gelu, 2);
@@ -93,20 +100,11 @@ public:
             final_down = nn::Linear<T, B>(c.out_dim(), c.out_dim() / 8);
             final_up = nn::Linear<T, B>(c.out_dim() / 8, c.out_dim());
         }
-        if constexpr (has_batch_embedding) batch_encoder = nn::Embedding<T, B>(c.batch_dim, c.hidden);
-        if constexpr (has_confidence_token) confidence_token = state_parts::ConfidenceTokenModule<T, B>(c.hidden, c.dropout, 4);
-        if constexpr (has_gene_decoder) {
-            require(c.gene_dim >= 1, "StateTransition: the GeneDecoder option needs gene_dim >= 1");
-            gene_decoder = nn::GeneDecoder<T, B>(c.out_dim(), c.gene_dim, c.decoder_hidden, c.decoder_dropout, 5);
-        }
-        loss::SetLossOptions lo;
-        lo.kind = Loss::kind;
-        lo.blur = c.blur;
-        lo.sinkhorn_weight = c.sinkhorn_weight;
-        lo.energy_weight = c.energy_weight;
-        lo.block = c.loss_block;
-        main_loss_ = loss::SetLoss<T, B>(lo);
-        decoder_loss_ = loss::SetLoss<T, B>(lo);
+        if constexpr (has_batch_embedding) batch_encoder = policy_module<BatchEmbedding, T, B>(c);
+        if constexpr (has_confidence_token) confidence_token = policy_module<ConfidenceToken, T, B>(c);
+        if constexpr (has_gene_decoder) gene_decoder = policy_module<GeneDecoder, T, B>(c);
+        main_loss_ = loss_type(c);
+        decoder_loss_ = loss_type(c);
         confidence_loss_ = loss::ConfidenceLoss<T, B>(c.confidence_target_scale);
         l1_ = loss::L1Penalty<T, B>(c.l1_lambda);
     }
@@ -267,11 +265,12 @@ public:
         require(target.numel() == n_ * O, "StateTransition::loss: target {} does not match the prediction [{}, {}]", target.shape(), n_, O);
         const Shape sets{sets_, set_len_, O};
         StateLossValues v;
-        auto one = Tensor<T, B>::full(Shape{}, T(1));
+        const Tensor<T, B> one = scalar(T(1));
 
-        v.main = static_cast<double>(main_loss_.forward(pred_.reshaped(sets), target.reshaped(sets))[0]);
+        v.main = value_of(main_loss_.forward(pred_.reshaped(sets), target.reshaped(sets)));
         const Tensor<T, B>& per_set = main_loss_.per_set();
-        for (index_t b = 0; b < per_set.numel(); ++b) v.per_set.push_back(static_cast<double>(per_set[b]));
+        const Tensor<T, cpu> per_set_host = to_host(per_set);
+        for (index_t b = 0; b < per_set_host.numel(); ++b) v.per_set.push_back(static_cast<double>(per_set_host[b]));
         dpred_ = Tensor<T, B>(Shape{n_, O});
         main_loss_.backward(one.cview(), dpred_.reshaped(sets));
         v.total = v.main;
@@ -282,9 +281,9 @@ public:
                 const Shape gs{sets_, set_len_, c.gene_dim};
                 require(gene_target.numel() == gs.numel(), "StateTransition::loss: gene_target {} does not match the genes {}",
                         gene_target.shape(), gs);
-                v.decoder = static_cast<double>(decoder_loss_.forward(genes_.reshaped(gs), gene_target.reshaped(gs))[0]);
+                v.decoder = value_of(decoder_loss_.forward(genes_.reshaped(gs), gene_target.reshaped(gs)));
                 dgenes_ = Tensor<T, B>(Shape{n_, c.gene_dim});
-                decoder_loss_.backward(Tensor<T, B>::full(Shape{}, static_cast<T>(c.decoder_loss_weight)).cview(), dgenes_.reshaped(gs));
+                decoder_loss_.backward(scalar(static_cast<T>(c.decoder_loss_weight)).cview(), dgenes_.reshaped(gs));
                 v.total += c.decoder_loss_weight * v.decoder;
             }
         } else {
@@ -294,15 +293,15 @@ public:
         dconf_ = Tensor<T, B>();
         if constexpr (has_confidence_token) {
             // The target is data: scale × the per-set main loss, detached.
-            v.confidence = static_cast<double>(confidence_loss_.forward(conf_.cview(), per_set.cview())[0]);
+            v.confidence = value_of(confidence_loss_.forward(conf_.cview(), per_set.cview()));
             dconf_ = Tensor<T, B>(conf_.shape());
-            confidence_loss_.backward(Tensor<T, B>::full(Shape{}, static_cast<T>(c.confidence_weight)).cview(), dconf_.view());
+            confidence_loss_.backward(scalar(static_cast<T>(c.confidence_weight)).cview(), dconf_.view());
             v.total += c.confidence_weight * v.confidence;
         }
 
         dctrl_l1_ = Tensor<T, B>();
         if (c.l1_lambda != 0.0) {
-            v.l1 = static_cast<double>(l1_.forward(pred_.cview(), ctrl_.cview())[0]);
+            v.l1 = value_of(l1_.forward(pred_.cview(), ctrl_.cview()));
             dctrl_l1_ = Tensor<T, B>(ctrl_.shape());
             l1_.backward(one.cview(), dpred_.view(), dctrl_l1_.view());
             v.total += v.l1;
@@ -359,11 +358,13 @@ public:
     backbone_type transformer_backbone;
     nn::Mlp<T, B> project_out;
     nn::Linear<T, B> final_down, final_up;  ///< final_down_then_up.{0,2} (output_space all)
-    [[no_unique_address]] state_detail::optional_module<has_batch_embedding, nn::Embedding<T, B>> batch_encoder;
-    [[no_unique_address]] state_detail::optional_module<has_confidence_token, state_parts::ConfidenceTokenModule<T, B>> confidence_token;
-    [[no_unique_address]] state_detail::optional_module<has_gene_decoder, nn::GeneDecoder<T, B>> gene_decoder;
+    [[no_unique_address]] state_detail::optional_module<has_batch_embedding, policy_module<BatchEmbedding, T, B>> batch_encoder;
+    [[no_unique_address]] state_detail::optional_module<has_confidence_token, policy_module<ConfidenceToken, T, B>> confidence_token;
+    [[no_unique_address]] state_detail::optional_module<has_gene_decoder, policy_module<GeneDecoder, T, B>> gene_decoder;
 
 private:
+    static Tensor<T, B> scalar(T v) { return from_host<T, B>(&v, Shape{}); }
+    static double value_of(const Tensor<T, B>& t) { return static_cast<double>(read_value(t.cview())); }
     static StateConfig resolved(StateConfig c) {
         if (c.backbone.hidden == 0) c.backbone.hidden = c.hidden;
         return c;
@@ -375,7 +376,7 @@ private:
 
     StateConfig cfg_;
     nn::Activation<T, B> final_act_{ActivationKind::gelu}, relu_{ActivationKind::relu};
-    loss::SetLoss<T, B> main_loss_, decoder_loss_;
+    loss_type main_loss_, decoder_loss_;
     loss::ConfidenceLoss<T, B> confidence_loss_;
     loss::L1Penalty<T, B> l1_;
     // saved by forward / loss

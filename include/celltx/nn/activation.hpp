@@ -5,7 +5,6 @@
 #include <string>
 #include <string_view>
 #include "celltx/backend/ops.hpp"
-#include "celltx/backend/cpu/activation.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"
 
@@ -29,6 +28,10 @@ inline ActivationKind activation_from_name(std::string_view name) {
     if (name == "silu" || name == "swish") return ActivationKind::silu;
     throw ShapeError(fmt::format("activation: unknown name '{}' (expected gelu, gelu_tanh, relu or silu)", name));
 }
+
+/// The ops an Activation calls on backend B.
+template <class B, class T>
+concept ActivationOps = ops::provides_activation_forward<B, T> && ops::provides_activation_backward<B, T>;
 
 template <Scalar T, Backend B = cpu>
 class Activation {

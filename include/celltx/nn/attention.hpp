@@ -16,7 +16,6 @@
 #include <string>
 #include <tuple>
 #include <utility>
-#include "celltx/backend/cpu/attention.hpp"
 #include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"
@@ -42,6 +41,11 @@ struct AttentionConfig {
     index_t kv_heads() const { return num_kv_heads ? num_kv_heads : num_heads; }
     index_t head_width() const { return head_dim ? head_dim : (num_heads ? d_model / num_heads : 0); }
 };
+
+/// The ops a MultiHeadAttention calls on backend B.
+template <class B, class T>
+concept AttentionOps = LinearOps<B, T> && ops::provides_attention_forward<B, T> && ops::provides_attention_backward<B, T> &&
+                       ops::provides_attention_edge_scores<B, T>;
 
 template <Scalar T, Backend B = cpu>
 class MultiHeadAttention {

@@ -14,6 +14,10 @@
 
 namespace celltx::nn {
 
+/// The ops a ConfidenceHead calls on backend B.
+template <class B, class T>
+concept ConfidenceHeadOps = LinearOps<B, T> && LayerNormOps<B, T> && ActivationOps<B, T> && DropoutOps<B, T>;
+
 template <Scalar T, Backend B = cpu>
 class ConfidenceHead {
 public:

@@ -26,9 +26,7 @@ public:
     index_t out_features() const noexcept { return out_; }
 
     /// HF GPT-2's initialisation: weight ~ N(0, std) (0.02), bias = 0.
-    void reset_parameters(Generator& g, double std = 0.02)
-        requires(!B::is_device)
-    {
+    void reset_parameters(Generator& g, double std = 0.02) {
         init::normal(weight.value, g, 0.0, std);
         bias.value.zero();
     }

@@ -7,12 +7,15 @@
 #include <cstdint>
 #include <string>
 #include "celltx/backend/ops.hpp"
-#include "celltx/backend/cpu/activation.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"
 #include "celltx/core/rng.hpp"
 
 namespace celltx::nn {
+
+/// The ops a Dropout calls on backend B.
+template <class B, class T>
+concept DropoutOps = ops::provides_dropout_apply<B, T> && ops::provides_accumulate<B, T>;
 
 template <Scalar T, Backend B = cpu>
 class Dropout {

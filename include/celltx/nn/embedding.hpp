@@ -13,6 +13,10 @@
 
 namespace celltx::nn {
 
+/// The ops an Embedding calls on backend B.
+template <class B, class T>
+concept EmbeddingOps = ops::provides_gather_rows<B, T> && ops::provides_scatter_add_rows<B, T>;
+
 template <Scalar T, Backend B = cpu>
 class Embedding {
 public:
@@ -25,9 +29,7 @@ public:
     index_t dim() const noexcept { return dim_; }
 
     /// nn.Embedding's initialisation N(0, 1); models that use N(0, 0.02) pass std.
-    void reset_parameters(Generator& g, double std = 1.0)
-        requires(!B::is_device)
-    {
+    void reset_parameters(Generator& g, double std = 1.0) {
         init::normal(weight.value, g, 0.0, std);
     }
 
@@ -37,18 +39,19 @@ public:
         for (index_t i = 0; i < n; ++i)
             require(indices[i] >= 0 && indices[i] < num_, "Embedding: index {} (at position {}) is out of range [0, {})",
                     indices[i], i, num_);
-        indices_.assign(indices.begin(), indices.end());
+        indices_ = from_host<index_t, B>(indices.data(), Shape{n});
         auto y = Tensor<T, B>::uninitialized(Shape{n, dim_});
-        ops::embedding_gather(B{}, weight.value.data(), indices_.data(), n, dim_, y.data());
+        ops::gather_rows(B{}, weight.value.data(), indices_.data(), n, dim_, y.data());
         return y;
     }
 
     /// dy [n, dim] (any shape with n*dim elements ending in dim) -> weight.grad (assigned).
     void backward(ConstView<T, B> dy) {
-        const index_t n = static_cast<index_t>(indices_.size());
+        const index_t n = indices_.numel();
         require(dy.numel() == n * dim_ && dy.shape().last() == dim_, "Embedding::backward: dy {} does not match the output [{},{}]",
                 dy.shape(), n, dim_);
-        ops::embedding_scatter_add(B{}, dy.data(), indices_.data(), n, num_, dim_, weight.grad.data());
+        weight.grad.zero();
+        ops::scatter_add_rows(B{}, dy.data(), indices_.data(), n, dim_, weight.grad.data());
     }
 
     template <class F>
@@ -60,7 +63,7 @@ public:
 
 private:
     index_t num_ = 0, dim_ = 0;
-    std::vector<index_t> indices_;  // saved by forward
+    Tensor<index_t, B> indices_;  // saved by forward
 };
 
 } // namespace celltx::nn

@@ -27,6 +27,10 @@ struct GPT2BlockConfig {
     std::uint64_t stream = 0;     ///< dropout stream of this block
 };
 
+/// The ops a GPT2Block calls on backend B (its Conv1D projections are GEMMs with a bias).
+template <class B, class T>
+concept GPT2BlockOps = LayerNormOps<B, T> && AttentionOps<B, T> && ActivationOps<B, T> && DropoutOps<B, T>;
+
 /// GPT2MLP: c_proj(gelu_tanh(c_fc(x))) (names mlp.c_fc.*, mlp.c_proj.*).
 template <Scalar T, Backend B = cpu>
 class GPT2MLP {

@@ -4,12 +4,15 @@
 // Statistics are accumulated in double. Follows the layer contract of nn/linear.hpp.
 #include <string>
 #include "celltx/backend/ops.hpp"
-#include "celltx/backend/cpu/norm.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"
 #include "celltx/core/rng.hpp"
 
 namespace celltx::nn {
+
+/// The ops a LayerNorm calls on backend B.
+template <class B, class T>
+concept LayerNormOps = ops::provides_layer_norm_forward<B, T> && ops::provides_layer_norm_backward<B, T> && ops::provides_fill<B, T>;
 
 template <Scalar T, Backend B = cpu>
 class LayerNorm {
@@ -20,7 +23,7 @@ public:
         if (affine) {
             weight = Parameter<T, B>(Shape{d});
             bias = Parameter<T, B>(Shape{d});
-            if constexpr (!B::is_device) weight.value.fill(T(1));
+            ops::fill(B{}, weight.value.data(), d, T(1));
         }
     }
 
@@ -29,12 +32,10 @@ public:
     bool affine() const noexcept { return affine_; }
 
     /// PyTorch's initialisation: weight = 1, bias = 0 (the generator is not used).
-    void reset_parameters(Generator&)
-        requires(!B::is_device)
-    {
+    void reset_parameters(Generator&) {
         if (!affine_) return;
-        weight.value.fill(T(1));
-        bias.value.fill(T(0));
+        ops::fill(B{}, weight.value.data(), d_, T(1));
+        ops::fill(B{}, bias.value.data(), d_, T(0));
     }
 
     /// x [..., d] -> y [..., d]

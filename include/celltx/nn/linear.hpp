@@ -15,6 +15,10 @@
 
 namespace celltx::nn {
 
+/// The ops a Linear layer calls on backend B.
+template <class B, class T>
+concept LinearOps = ops::provides_gemm<B, T> && ops::provides_add_row_vector<B, T> && ops::provides_column_sum<B, T>;
+
 template <Scalar T, Backend B = cpu>
 class Linear {
 public:

@@ -26,6 +26,10 @@ struct LlamaLayerConfig {
     std::uint64_t stream = 0;     ///< dropout stream of this layer
 };
 
+/// The ops a LlamaLayer calls on backend B.
+template <class B, class T>
+concept LlamaLayerOps = RMSNormOps<B, T> && AttentionOps<B, T> && SwiGLUOps<B, T> && ops::provides_accumulate<B, T>;
+
 template <Scalar T, Backend B = cpu>
 class LlamaLayer {
 public:

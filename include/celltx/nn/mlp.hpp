@@ -14,6 +14,10 @@
 
 namespace celltx::nn {
 
+/// The ops an Mlp calls on backend B.
+template <class B, class T>
+concept MlpOps = LinearOps<B, T> && ActivationOps<B, T> && DropoutOps<B, T>;
+
 template <Scalar T, Backend B = cpu>
 class Mlp {
 public:

@@ -21,6 +21,10 @@
 
 namespace celltx::nn {
 
+/// The ops a PostNormEncoderLayer calls on backend B.
+template <class B, class T>
+concept PostNormEncoderLayerOps = AttentionOps<B, T> && LayerNormOps<B, T> && MlpOps<B, T> && DropoutOps<B, T>;
+
 template <Scalar T, Backend B = cpu>
 class PostNormEncoderLayer {
 public:

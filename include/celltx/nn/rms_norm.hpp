@@ -4,12 +4,15 @@
 // value rounded to the input type before the weight multiplies it. Layer contract of nn/linear.hpp.
 #include <string>
 #include "celltx/backend/ops.hpp"
-#include "celltx/backend/cpu/norm.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"
 #include "celltx/core/rng.hpp"
 
 namespace celltx::nn {
+
+/// The ops an RMSNorm calls on backend B.
+template <class B, class T>
+concept RMSNormOps = ops::provides_rms_norm_forward<B, T> && ops::provides_rms_norm_backward<B, T> && ops::provides_fill<B, T>;
 
 template <Scalar T, Backend B = cpu>
 class RMSNorm {
@@ -17,18 +20,14 @@ public:
     RMSNorm() = default;
     explicit RMSNorm(index_t d, double eps = 1e-6) : weight(Shape{d}), d_(d), eps_(eps) {
         require(d > 0 && eps >= 0.0, "RMSNorm: needs d > 0 and eps >= 0 (got d={}, eps={})", d, eps);
-        if constexpr (!B::is_device) weight.value.fill(T(1));
+        ops::fill(B{}, weight.value.data(), d, T(1));
     }
 
     index_t features() const noexcept { return d_; }
     double eps() const noexcept { return eps_; }
 
     /// HF's initialisation: weight = 1 (the generator is not used).
-    void reset_parameters(Generator&)
-        requires(!B::is_device)
-    {
-        weight.value.fill(T(1));
-    }
+    void reset_parameters(Generator&) { ops::fill(B{}, weight.value.data(), d_, T(1)); }
 
     /// x [..., d] -> y [..., d]
     Tensor<T, B> forward(ConstView<T, B> x, const Context& = {}) {

@@ -4,10 +4,13 @@
 // Layer contract of nn/linear.hpp.
 #include <string>
 #include "celltx/backend/ops.hpp"
-#include "celltx/backend/cpu/activation.hpp"
 #include "celltx/nn/linear.hpp"
 
 namespace celltx::nn {
+
+/// The ops a SwiGLU calls on backend B.
+template <class B, class T>
+concept SwiGLUOps = LinearOps<B, T> && ops::provides_swiglu_forward<B, T> && ops::provides_swiglu_backward<B, T>;
 
 template <Scalar T, Backend B = cpu>
 class SwiGLU {

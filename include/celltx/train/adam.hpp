@@ -11,14 +11,14 @@
 // State is allocated at construction (zeros, step 0, what torch creates lazily) and visitable:
 // visit_state(f) calls f("<param>.step", std::int64_t&) and f("<param>.exp_avg" / ".exp_avg_sq" /
 // ".max_exp_avg_sq" (amsgrad only), Tensor<T,B>&), so a checkpoint restores it bit-identically.
-// Host backends only (step() requires !B::is_device).
+// The update of each parameter is one fused op (ops::adam_update) on the parameter's backend.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
-#include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/concepts.hpp"
 #include "celltx/core/error.hpp"
 #include "celltx/core/parameter.hpp"
@@ -84,9 +84,7 @@ public:
     const ParameterList<T, B>& parameters() const noexcept { return params_; }
 
     /// One update of every parameter that has a gradient.
-    void step()
-        requires(!B::is_device)
-    {
+    void step() {
         for (std::size_t i = 0; i < params_.size(); ++i) {
             Parameter<T, B>& p = *params_[i].second;
             if (p.grad.data() == nullptr && !p.value.empty()) continue;  // no gradient: skipped, like torch's grad=None
@@ -131,44 +129,21 @@ private:
         const double t = static_cast<double>(s.step);
         const double bias_c1 = 1.0 - std::pow(opt_.beta1, t);
         const double bias_c2 = 1.0 - std::pow(opt_.beta2, t);
-        const T neg_step = static_cast<T>(-(opt_.lr / bias_c1));
-        const T bc2_sqrt = static_cast<T>(std::sqrt(bias_c2));
-        const T b1 = static_cast<T>(opt_.beta1), one_m_b1 = static_cast<T>(1.0 - opt_.beta1);
-        const T b2 = static_cast<T>(opt_.beta2), one_m_b2 = static_cast<T>(1.0 - opt_.beta2);
-        const T eps = static_cast<T>(opt_.eps);
-        const T wd = static_cast<T>(opt_.weight_decay);
-        const T decay = static_cast<T>(1.0 - opt_.lr * opt_.weight_decay);
-        const bool l2 = !Decoupled && opt_.weight_decay != 0.0;
-        const bool ams = opt_.amsgrad;
-
-        T* __restrict w = p.value.data();
-        const T* __restrict g = p.grad.data();
-        T* __restrict m = s.exp_avg.data();
-        T* __restrict v = s.exp_avg_sq.data();
-        T* __restrict vmax = ams ? s.max_exp_avg_sq.data() : nullptr;
-        const index_t n = p.value.numel();
-        constexpr index_t chunk = 16384;
-        // Elements are independent, so the result does not depend on the thread count.
-        cpu_detail::parallel_for((n + chunk - 1) / chunk, [&](index_t c) {
-            const index_t end = std::min(n, (c + 1) * chunk);
-            for (index_t i = c * chunk; i < end; ++i) {
-                T gi = g[i];
-                if (l2) gi = gi + wd * w[i];
-                if constexpr (Decoupled) w[i] = w[i] * decay;
-                m[i] = m[i] * b1;
-                m[i] = m[i] + one_m_b1 * gi;
-                v[i] = v[i] * b2;
-                v[i] = v[i] + one_m_b2 * gi * gi;
-                T second = v[i];
-                if (ams) {
-                    // std::max would drop a NaN held in vmax; torch.maximum propagates it.
-                    vmax[i] = (vmax[i] < second || std::isnan(second)) ? second : vmax[i];
-                    second = vmax[i];
-                }
-                const T denom = std::sqrt(second) / bc2_sqrt + eps;
-                w[i] = w[i] + neg_step * m[i] / denom;
-            }
-        });
+        ops::AdamStep<T> a;
+        a.neg_step = static_cast<T>(-(opt_.lr / bias_c1));
+        a.bc2_sqrt = static_cast<T>(std::sqrt(bias_c2));
+        a.b1 = static_cast<T>(opt_.beta1);
+        a.one_m_b1 = static_cast<T>(1.0 - opt_.beta1);
+        a.b2 = static_cast<T>(opt_.beta2);
+        a.one_m_b2 = static_cast<T>(1.0 - opt_.beta2);
+        a.eps = static_cast<T>(opt_.eps);
+        a.wd = static_cast<T>(opt_.weight_decay);
+        a.decay = static_cast<T>(1.0 - opt_.lr * opt_.weight_decay);
+        a.l2 = !Decoupled && opt_.weight_decay != 0.0;
+        a.decoupled = Decoupled;
+        a.amsgrad = opt_.amsgrad;
+        ops::adam_update(B{}, a, p.value.data(), p.grad.data(), s.exp_avg.data(), s.exp_avg_sq.data(),
+                         opt_.amsgrad ? s.max_exp_avg_sq.data() : static_cast<T*>(nullptr), p.value.numel());
     }
 
     ParameterList<T, B> params_;

@@ -6,12 +6,13 @@
 // gradient is multiplied by it (torch multiplies by min(coef, 1), the same thing; a NaN coef is
 // applied too, as torch does). Returns total. A non-finite total throws NonFiniteNormError when
 // error_if_nonfinite is set, and is otherwise returned (the gradients are scaled as torch would).
-// Host backends only.
+// Each gradient's norm is one reduction on its backend (ops::norm); the scaling one ops::scale.
 #include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
 #include <fmt/format.h>
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/concepts.hpp"
 #include "celltx/core/error.hpp"
 #include "celltx/train/parameter_list.hpp"
@@ -55,7 +56,6 @@ double pnorm(const T* x, index_t n, double p) {
 
 /// Scales the gradients of `params` so that their joint p-norm is at most max_norm; returns the norm before.
 template <Scalar T, Backend B>
-    requires(!B::is_device)
 double clip_grad_norm(const ParameterList<T, B>& params, double max_norm, double norm_type = 2.0,
                       bool error_if_nonfinite = false) {
     require(!std::isnan(max_norm) && max_norm >= 0.0, "clip_grad_norm: max_norm {} must be >= 0", max_norm);
@@ -63,7 +63,7 @@ double clip_grad_norm(const ParameterList<T, B>& params, double max_norm, double
     std::vector<double> norms;
     for (const auto& [name, p] : params) {
         require(p != nullptr, "clip_grad_norm: parameter '{}' is a null pointer", name);
-        if (p->grad.data() != nullptr) norms.push_back(detail::pnorm(p->grad.data(), p->grad.numel(), norm_type));
+        if (p->grad.data() != nullptr) norms.push_back(ops::norm(B{}, p->grad.data(), p->grad.numel(), norm_type));
     }
     if (norms.empty()) return 0.0;  // torch returns tensor(0.) when no parameter has a gradient
     const double total = detail::pnorm(norms.data(), static_cast<index_t>(norms.size()), norm_type);
@@ -75,18 +75,15 @@ double clip_grad_norm(const ParameterList<T, B>& params, double max_norm, double
     const double coef = max_norm / (total + 1e-6);
     if (!(coef >= 1.0)) {
         const T c = static_cast<T>(coef);
-        for (const auto& [name, p] : params) {
-            T* g = p->grad.data();
-            if (g == nullptr) continue;
-            for (index_t i = 0, n = p->grad.numel(); i < n; ++i) g[i] *= c;
-        }
+        for (const auto& [name, p] : params)
+            if (p->grad.data() != nullptr) ops::scale(B{}, p->grad.data(), p->grad.numel(), c);
     }
     return total;
 }
 
 /// The same over every parameter of a module.
 template <Scalar T, Backend B = cpu, class M>
-    requires(!B::is_device && ParameterVisitable<M, T, B>)
+    requires ParameterVisitable<M, T, B>
 double clip_grad_norm(M& module, double max_norm, double norm_type = 2.0, bool error_if_nonfinite = false) {
     return clip_grad_norm(collect_parameters<T, B>(module), max_norm, norm_type, error_if_nonfinite);
 }

@@ -21,70 +21,20 @@
 #include <span>
 #include <vector>
 #include "celltx/backend/cpu/eigen.hpp"
+#include "celltx/backend/types.hpp"
 #include "celltx/backend/cpu/parallel.hpp"
 #include "celltx/core/rng.hpp"
 #include "celltx/core/tensor.hpp"
 
-namespace celltx::ops {
+namespace celltx::cpu_detail::attention_detail {
 
-/// Sizes of one attention call. scale == 0 means 1/sqrt(dh).
-struct AttentionDims {
-    index_t batch = 1, tq = 0, tk = 0, hq = 1, hkv = 1, dh = 1;
-    double scale = 0.0;
-
-    double softmax_scale() const { return scale != 0.0 ? scale : 1.0 / std::sqrt(static_cast<double>(dh)); }
-    index_t group() const { return hq / hkv; }
-};
-
-/// A [batch, tokens, heads, dh] operand with `ld` elements between consecutive tokens.
-template <class T>
-struct HeadsRef {
-    T* data = nullptr;
-    index_t ld = 0;
-};
-
-/// Dropout on the attention probabilities: keep with probability 1−p, scale kept ones by 1/(1−p).
-struct AttentionDropout {
-    double p = 0.0;
-    std::uint64_t seed = 0, stream = 0, step = 0;
-
-    bool active() const noexcept { return p > 0.0; }
-    /// The random stream of one (seed, stream, step): masks of different steps are independent.
-    CounterRng rng() const noexcept { return CounterRng(seed, stream).substream(step); }
-};
-
-/// Flat index of score element (b, h, i, j): the counter its dropout draw is addressed by.
-inline std::uint64_t attention_element_index(const AttentionDims& d, index_t b, index_t h, index_t i, index_t j) noexcept {
-    return static_cast<std::uint64_t>(((b * d.hq + h) * d.tq + i) * d.tk + j);
-}
-
-/// Whether dropout keeps score element (b, h, i, j). The kernels use exactly this rule.
-inline bool attention_dropout_keep(const AttentionDropout& drop, const AttentionDims& d, index_t b, index_t h, index_t i,
-                                   index_t j) noexcept {
-    return !drop.active() || drop.rng().uniform(attention_element_index(d, b, h, i, j)) > drop.p;
-}
-
-/// One sparse matrix W [tq, tk] for query head `head`, in CSR, shared by every batch item.
-template <class T>
-struct GraphTerm {
-    index_t head = 0;
-    std::span<const index_t> row_ptr;  ///< tq + 1 offsets, row_ptr[0] == 0
-    std::span<const index_t> col;      ///< key index of each edge
-    std::span<const T> value;          ///< W_ij of each edge
-
-    index_t nnz() const noexcept { return static_cast<index_t>(col.size()); }
-};
-
-/// The graph-regularisation term fused into the score gradient: dL/dS_ij += c_ij·P_ij − W_ij.
-template <class T>
-struct GraphHook {
-    const T* coef = nullptr;            ///< c [batch, hq, tq] (every head; zero rows add nothing), or null
-    std::vector<GraphTerm<T>> terms;    ///< W per head; a head may appear more than once (the terms add)
-
-    bool empty() const noexcept { return coef == nullptr && terms.empty(); }
-};
-
-namespace attention_detail {
+using ops::AttentionDims;
+using ops::AttentionDropout;
+using ops::GraphHook;
+using ops::GraphTerm;
+using ops::HeadsRef;
+using ops::attention_element_index;
+using ops::keep_threshold;
 
 // Query x key block sizes: a 64×256 score block (64 KB in float) stays in L2 with its operands.
 inline constexpr index_t fwd_block_q = 64, fwd_block_k = 256;
@@ -161,10 +111,6 @@ inline void philox_blocks(const CounterRng& rng, std::uint64_t first_block, int 
     for (int l = 0; l < 16; ++l) out[4 * l] = c0[l], out[4 * l + 1] = c1[l], out[4 * l + 2] = c2[l], out[4 * l + 3] = c3[l];
 }
 
-/// The integer form of "uniform(x) = (x+1)·2⁻³² > p": x >= floor(p·2³²) (exact: both sides are
-/// exact in double; p < 1 keeps it below 2³²), so the mask needs no conversion per element.
-inline std::uint32_t keep_threshold(double p) { return static_cast<std::uint32_t>(std::floor(p * 4294967296.0)); }
-
 /// out[c] = keep(first + c) ? keep_scale : 0 for c < n: one Philox block serves four neighbours.
 template <class T>
 void dropout_factors(const CounterRng& rng, std::uint32_t threshold, T keep_scale, std::uint64_t first, index_t n, T* out) {
@@ -186,14 +132,28 @@ auto block(HeadsRef<T> x, index_t tokens, index_t b, index_t t0, index_t h, inde
     return cpu_detail::mat(x.data + (b * tokens + t0) * x.ld + h * dh, rows, dh, x.ld);
 }
 
-} // namespace attention_detail
+} // namespace celltx::cpu_detail::attention_detail
+
+namespace celltx::cpu_kernels {
+
+/// The CPU's attention kernels (see backend/ops.hpp for each contract).
+struct attention {
+    using AttentionDims = ops::AttentionDims;
+    using AttentionDropout = ops::AttentionDropout;
+    template <class T>
+    using HeadsRef = ops::HeadsRef<T>;
+    template <class T>
+    using GraphTerm = ops::GraphTerm<T>;
+    template <class T>
+    using GraphHook = ops::GraphHook<T>;
+
 
 /// O = (softmax(scale·Q Kᵀ) ∘ M/(1−p)) V and LSE [batch, hq, tq] (of the scores, before dropout);
 /// memory O((tq+tk)·d) plus one block of scratch per task.
 template <Scalar T>
-void attention_forward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsRef<const T> k, HeadsRef<const T> v, HeadsRef<T> o,
+static void attention_forward(const AttentionDims& d, HeadsRef<const T> q, HeadsRef<const T> k, HeadsRef<const T> v, HeadsRef<T> o,
                        T* lse, const AttentionDropout& drop = {}) {
-    using namespace attention_detail;
+    using namespace cpu_detail::attention_detail;
     using cpu_detail::mat;
     check_dims(d);
     check_dropout(drop);
@@ -263,10 +223,10 @@ void attention_forward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsRe
 /// are no races and the summation order (hence every bit of the result) does not depend on the
 /// number of threads.
 template <Scalar T>
-void attention_backward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsRef<const T> k, HeadsRef<const T> v,
+static void attention_backward(const AttentionDims& d, HeadsRef<const T> q, HeadsRef<const T> k, HeadsRef<const T> v,
                         HeadsRef<const T> o, const T* lse, HeadsRef<const T> dout, HeadsRef<T> dq, HeadsRef<T> dk,
                         HeadsRef<T> dv, const AttentionDropout& drop = {}, const GraphHook<T>* hook = nullptr) {
-    using namespace attention_detail;
+    using namespace cpu_detail::attention_detail;
     using cpu_detail::mat;
     check_dims(d);
     check_dropout(drop);
@@ -385,9 +345,9 @@ void attention_backward(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsR
 /// Scores s_ij = scale·q_i·k_j at the edges of `term` (its head), per batch item: out [batch, nnz].
 /// With `lse` (the forward's [batch, hq, tq]) it writes log P_ij = s_ij − LSE_i instead.
 template <Scalar T>
-void attention_edge_scores(cpu, const AttentionDims& d, HeadsRef<const T> q, HeadsRef<const T> k, const GraphTerm<T>& term,
+static void attention_edge_scores(const AttentionDims& d, HeadsRef<const T> q, HeadsRef<const T> k, const GraphTerm<T>& term,
                            T* out, const T* lse = nullptr) {
-    using namespace attention_detail;
+    using namespace cpu_detail::attention_detail;
     check_dims(d);
     check_operand("Q", q, d.hq, d, d.tq);
     check_operand("K", k, d.hkv, d, d.tk);
@@ -411,4 +371,31 @@ void attention_edge_scores(cpu, const AttentionDims& d, HeadsRef<const T> q, Hea
     }, nnz * dh * d.batch < 262144 ? d.batch * nrb + 1 : 2);
 }
 
-} // namespace celltx::ops
+
+    template <Scalar T>
+    static double graph_kl_edges(index_t tq, const index_t* row_ptr, const T* target, const T* logp, T weight, double log_eps, T* w_out,
+                                 T* coef) {
+        double loss = 0.0;
+        const T shift = static_cast<T>(log_eps);
+        for (index_t i = 0; i < tq; ++i) {
+            T c = T(0);
+            for (index_t e = row_ptr[i]; e < row_ptr[i + 1]; ++e) {
+                const T a = target[e];
+                if (a == T(0)) {  // xlogy: 0·log 0 = 0, and no gradient
+                    w_out[e] = T(0);
+                    continue;
+                }
+                const T alpha = std::exp(logp[e]);
+                const T shifted = alpha + shift;
+                loss += static_cast<double>(a * (std::log(a) - std::log(shifted)));
+                const T we = weight * (a * alpha / shifted);
+                w_out[e] = we;
+                c += we;
+            }
+            if (row_ptr[i + 1] > row_ptr[i]) coef[i] += c;
+        }
+        return loss;
+    }
+};
+
+} // namespace celltx::cpu_kernels

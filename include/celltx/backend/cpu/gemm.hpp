@@ -221,34 +221,35 @@ inline void run(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, flo
 
 } // namespace celltx::cpu_detail
 
-namespace celltx::ops {
+namespace celltx::cpu_kernels {
 
-/// C[m,n] = alpha * op(A) * op(B) + beta * C, all row-major; op(X) = X or Xᵀ.
-/// A is [m,k] (or [k,m] when trans_a), B is [k,n] (or [n,k] when trans_b). beta == 0 ignores C.
-template <Scalar T>
-void gemm(cpu, bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda,
-          const T* B, index_t ldb, T beta, T* C, index_t ldc) {
-    using namespace cpu_detail;
-    auto c = mat(C, m, n, ldc);
-    if (m == 0 || n == 0) return;
-    if (k == 0) {
-        if (beta == T(0)) c.setZero(); else c *= beta;
-        return;
-    }
-#if CELLTX_PACKED_GEMM
-    if constexpr (std::is_same_v<T, float>) {
-        if (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >= 32768.0 && sgemm::available()) {
-            sgemm::run(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+/// The CPU's dense products (ops::gemm).
+struct dense {
+    template <Scalar T>
+    static void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda, const T* B,
+                     index_t ldb, T beta, T* C, index_t ldc) {
+        using namespace cpu_detail;
+        auto c = mat(C, m, n, ldc);
+        if (m == 0 || n == 0) return;
+        if (k == 0) {
+            if (beta == T(0)) c.setZero(); else c *= beta;
             return;
         }
-    }
+#if CELLTX_PACKED_GEMM
+        if constexpr (std::is_same_v<T, float>) {
+            if (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >= 32768.0 && sgemm::available()) {
+                sgemm::run(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+                return;
+            }
+        }
 #endif
-    const auto a = mat(A, trans_a ? k : m, trans_a ? m : k, lda);
-    const auto b = mat(B, trans_b ? n : k, trans_b ? k : n, ldb);
-    if (!trans_a && !trans_b) eigen_gemm(c, a, b, alpha, beta);
-    else if (!trans_a && trans_b) eigen_gemm(c, a, b.transpose(), alpha, beta);
-    else if (trans_a && !trans_b) eigen_gemm(c, a.transpose(), b, alpha, beta);
-    else eigen_gemm(c, a.transpose(), b.transpose(), alpha, beta);
-}
+        const auto a = mat(A, trans_a ? k : m, trans_a ? m : k, lda);
+        const auto b = mat(B, trans_b ? n : k, trans_b ? k : n, ldb);
+        if (!trans_a && !trans_b) eigen_gemm(c, a, b, alpha, beta);
+        else if (!trans_a && trans_b) eigen_gemm(c, a, b.transpose(), alpha, beta);
+        else if (trans_a && !trans_b) eigen_gemm(c, a.transpose(), b, alpha, beta);
+        else eigen_gemm(c, a.transpose(), b.transpose(), alpha, beta);
+    }
+};
 
-} // namespace celltx::ops
+} // namespace celltx::cpu_kernels

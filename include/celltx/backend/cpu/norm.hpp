@@ -52,103 +52,107 @@ void column_reduce(const T* a, const T* b, index_t rows, index_t d, T* out) {
 
 } // namespace celltx::cpu_detail
 
-namespace celltx::ops {
+namespace celltx::cpu_kernels {
 
-/// LayerNorm forward: xhat = (x - mean) * rstd with the biased variance, y = xhat * w + b
-/// (w, b null: no affine). Saves xhat [rows, d] and rstd [rows] for the backward.
-template <Scalar T>
-void layer_norm_forward(cpu, const T* x, const T* w, const T* b, T* y, T* xhat, T* rstd, index_t rows, index_t d,
-                        double eps) {
-    cpu_detail::for_rows(rows, d, [&](index_t r) {
-        const T* xr = x + r * d;
-        double mean = 0.0;
-        for (index_t j = 0; j < d; ++j) mean += xr[j];
-        mean /= static_cast<double>(d);
-        double var = 0.0;
-        for (index_t j = 0; j < d; ++j) {
-            const double c = xr[j] - mean;
-            var += c * c;
-        }
-        var /= static_cast<double>(d);
-        const double rs = 1.0 / std::sqrt(var + eps);
-        rstd[r] = static_cast<T>(rs);
-        T* hr = xhat + r * d;
-        T* yr = y + r * d;
-        for (index_t j = 0; j < d; ++j) {
-            const double h = (xr[j] - mean) * rs;
-            hr[j] = static_cast<T>(h);
-            yr[j] = w ? static_cast<T>(h * w[j] + b[j]) : static_cast<T>(h);
-        }
-    });
-}
+/// The CPU's row normalisations (see backend/ops.hpp for each contract).
+struct normalization {
 
-/// LayerNorm backward. With g = dy * w: dx += rstd * (g - mean(g) - xhat * mean(g * xhat)) (dx may be
-/// null); dw = Σ_rows dy * xhat and db = Σ_rows dy are assigned (when w is given).
-template <Scalar T>
-void layer_norm_backward(cpu, const T* dy, const T* xhat, const T* rstd, const T* w, index_t rows, index_t d, T* dx,
-                         T* dw, T* db) {
-    if (dx) {
+    /// LayerNorm forward: xhat = (x - mean) * rstd with the biased variance, y = xhat * w + b
+    /// (w, b null: no affine). Saves xhat [rows, d] and rstd [rows] for the backward.
+    template <Scalar T>
+    static void layer_norm_forward(const T* x, const T* w, const T* b, T* y, T* xhat, T* rstd, index_t rows, index_t d,
+                            double eps) {
         cpu_detail::for_rows(rows, d, [&](index_t r) {
-            const T* gr = dy + r * d;
-            const T* hr = xhat + r * d;
-            double sg = 0.0, sgh = 0.0;
+            const T* xr = x + r * d;
+            double mean = 0.0;
+            for (index_t j = 0; j < d; ++j) mean += xr[j];
+            mean /= static_cast<double>(d);
+            double var = 0.0;
             for (index_t j = 0; j < d; ++j) {
-                const double g = w ? static_cast<double>(gr[j]) * w[j] : static_cast<double>(gr[j]);
-                sg += g;
-                sgh += g * hr[j];
+                const double c = xr[j] - mean;
+                var += c * c;
             }
-            sg /= static_cast<double>(d);
-            sgh /= static_cast<double>(d);
-            const double rs = rstd[r];
-            T* dr = dx + r * d;
+            var /= static_cast<double>(d);
+            const double rs = 1.0 / std::sqrt(var + eps);
+            rstd[r] = static_cast<T>(rs);
+            T* hr = xhat + r * d;
+            T* yr = y + r * d;
             for (index_t j = 0; j < d; ++j) {
-                const double g = w ? static_cast<double>(gr[j]) * w[j] : static_cast<double>(gr[j]);
-                dr[j] += static_cast<T>(rs * (g - sg - hr[j] * sgh));
+                const double h = (xr[j] - mean) * rs;
+                hr[j] = static_cast<T>(h);
+                yr[j] = w ? static_cast<T>(h * w[j] + b[j]) : static_cast<T>(h);
             }
         });
     }
-    if (w) {
-        cpu_detail::column_reduce(dy, xhat, rows, d, dw);
-        cpu_detail::column_reduce(dy, static_cast<const T*>(nullptr), rows, d, db);
-    }
-}
 
-/// RMSNorm forward (HF LlamaRMSNorm): n = x * rsqrt(mean(x²) + eps) computed in double and rounded to T,
-/// y = w * n. Saves n [rows, d] and rstd [rows] for the backward.
-template <Scalar T>
-void rms_norm_forward(cpu, const T* x, const T* w, T* y, T* n, T* rstd, index_t rows, index_t d, double eps) {
-    cpu_detail::for_rows(rows, d, [&](index_t r) {
-        const T* xr = x + r * d;
-        double ss = 0.0;
-        for (index_t j = 0; j < d; ++j) ss += static_cast<double>(xr[j]) * xr[j];
-        const double rs = 1.0 / std::sqrt(ss / static_cast<double>(d) + eps);
-        rstd[r] = static_cast<T>(rs);
-        T* nr = n + r * d;
-        T* yr = y + r * d;
-        for (index_t j = 0; j < d; ++j) {
-            nr[j] = static_cast<T>(xr[j] * rs);  // HF casts the normalised value to the input dtype first
-            yr[j] = w[j] * nr[j];
+    /// LayerNorm backward. With g = dy * w: dx += rstd * (g - mean(g) - xhat * mean(g * xhat)) (dx may be
+    /// null); dw = Σ_rows dy * xhat and db = Σ_rows dy are assigned (when w is given).
+    template <Scalar T>
+    static void layer_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* w, index_t rows, index_t d, T* dx,
+                             T* dw, T* db) {
+        if (dx) {
+            cpu_detail::for_rows(rows, d, [&](index_t r) {
+                const T* gr = dy + r * d;
+                const T* hr = xhat + r * d;
+                double sg = 0.0, sgh = 0.0;
+                for (index_t j = 0; j < d; ++j) {
+                    const double g = w ? static_cast<double>(gr[j]) * w[j] : static_cast<double>(gr[j]);
+                    sg += g;
+                    sgh += g * hr[j];
+                }
+                sg /= static_cast<double>(d);
+                sgh /= static_cast<double>(d);
+                const double rs = rstd[r];
+                T* dr = dx + r * d;
+                for (index_t j = 0; j < d; ++j) {
+                    const double g = w ? static_cast<double>(gr[j]) * w[j] : static_cast<double>(gr[j]);
+                    dr[j] += static_cast<T>(rs * (g - sg - hr[j] * sgh));
+                }
+            });
         }
-    });
-}
+        if (w) {
+            cpu_detail::column_reduce(dy, xhat, rows, d, dw);
+            cpu_detail::column_reduce(dy, static_cast<const T*>(nullptr), rows, d, db);
+        }
+    }
 
-/// RMSNorm backward. With g = dy * w: dx += rstd * (g - n * mean(g * n)) (dx may be null);
-/// dw = Σ_rows dy * n is assigned.
-template <Scalar T>
-void rms_norm_backward(cpu, const T* dy, const T* n, const T* rstd, const T* w, index_t rows, index_t d, T* dx, T* dw) {
-    if (dx) {
+    /// RMSNorm forward (HF LlamaRMSNorm): n = x * rsqrt(mean(x²) + eps) computed in double and rounded to T,
+    /// y = w * n. Saves n [rows, d] and rstd [rows] for the backward.
+    template <Scalar T>
+    static void rms_norm_forward(const T* x, const T* w, T* y, T* n, T* rstd, index_t rows, index_t d, double eps) {
         cpu_detail::for_rows(rows, d, [&](index_t r) {
-            const T* gr = dy + r * d;
-            const T* nr = n + r * d;
-            double sgn = 0.0;
-            for (index_t j = 0; j < d; ++j) sgn += static_cast<double>(gr[j]) * w[j] * nr[j];
-            sgn /= static_cast<double>(d);
-            const double rs = rstd[r];
-            T* dr = dx + r * d;
-            for (index_t j = 0; j < d; ++j) dr[j] += static_cast<T>(rs * (static_cast<double>(gr[j]) * w[j] - nr[j] * sgn));
+            const T* xr = x + r * d;
+            double ss = 0.0;
+            for (index_t j = 0; j < d; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+            const double rs = 1.0 / std::sqrt(ss / static_cast<double>(d) + eps);
+            rstd[r] = static_cast<T>(rs);
+            T* nr = n + r * d;
+            T* yr = y + r * d;
+            for (index_t j = 0; j < d; ++j) {
+                nr[j] = static_cast<T>(xr[j] * rs);  // HF casts the normalised value to the input dtype first
+                yr[j] = w[j] * nr[j];
+            }
         });
     }
-    cpu_detail::column_reduce(dy, n, rows, d, dw);
-}
 
-} // namespace celltx::ops
+    /// RMSNorm backward. With g = dy * w: dx += rstd * (g - n * mean(g * n)) (dx may be null);
+    /// dw = Σ_rows dy * n is assigned.
+    template <Scalar T>
+    static void rms_norm_backward(const T* dy, const T* n, const T* rstd, const T* w, index_t rows, index_t d, T* dx, T* dw) {
+        if (dx) {
+            cpu_detail::for_rows(rows, d, [&](index_t r) {
+                const T* gr = dy + r * d;
+                const T* nr = n + r * d;
+                double sgn = 0.0;
+                for (index_t j = 0; j < d; ++j) sgn += static_cast<double>(gr[j]) * w[j] * nr[j];
+                sgn /= static_cast<double>(d);
+                const double rs = rstd[r];
+                T* dr = dx + r * d;
+                for (index_t j = 0; j < d; ++j) dr[j] += static_cast<T>(rs * (static_cast<double>(gr[j]) * w[j] - nr[j] * sgn));
+            });
+        }
+        cpu_detail::column_reduce(dy, n, rows, d, dw);
+    }
+};
+
+} // namespace celltx::cpu_kernels

@@ -16,21 +16,12 @@
 #include "celltx/backend/cpu/eigen.hpp"
 #include "celltx/backend/cpu/gemm.hpp"
 #include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/backend/types.hpp"
 #include "celltx/core/tensor.hpp"
 
-namespace celltx::ops {
+namespace celltx::cpu_detail::pairwise_detail {
 
-/// The operands of a pairwise kernel: rows of X against rows of Y, set by set.
-template <class T>
-struct PointPairs {
-    const T* x = nullptr;   ///< X [sets, n, d], row-major
-    const T* y = nullptr;   ///< Y [sets, m, d], row-major
-    index_t sets = 0, n = 0, m = 0, d = 0;
-    index_t block = 256;    ///< tile edge (rows of X and rows of Y per tile)
-    const T* d2 = nullptr;  ///< optional [sets, n, m] from pairwise_sqdist (same block): read instead of recomputed
-};
-
-namespace pairwise_detail {
+using ops::PointPairs;
 
 template <class T>
 void check(const PointPairs<T>& p) {
@@ -88,7 +79,7 @@ struct Plan {
             return p.d2 + (b * p.n + i0) * p.m + j0;
         }
         ld = cols;
-        ops::gemm(cpu{}, false, true, rows, cols, p.d, T(1), p.x + (b * p.n + i0) * p.d, p.d, p.y + (b * p.m + j0) * p.d, p.d, T(0),
+        cpu_kernels::dense::gemm(false, true, rows, cols, p.d, T(1), p.x + (b * p.n + i0) * p.d, p.d, p.y + (b * p.m + j0) * p.d, p.d, T(0),
                   scratch, cols);
         const T* xs = xsq.data() + b * p.n + i0;
         const T* ys = ysq.data() + b * p.m + j0;
@@ -122,7 +113,7 @@ void weighted_differences(const PointPairs<T>& p, const T* coef, T* grad, Weight
             const T* t = plan.tile(b, i0, rows, j0, cols, d2buf, ld);
             weights(b, i0, rows, j0, cols, t, ld, W);
             auto w = mat(W, rows, cols, cols);
-            ops::gemm(cpu{}, false, false, rows, p.d, cols, T(1), W, cols, p.y + (b * p.m + j0) * p.d, p.d, T(1), G.data(), p.d);
+            cpu_kernels::dense::gemm(false, false, rows, p.d, cols, T(1), W, cols, p.y + (b * p.m + j0) * p.d, p.d, T(1), G.data(), p.d);
             for (index_t r = 0; r < rows; ++r) rs[r] += w.row(r).sum();
         }
         auto x = mat(p.x + (b * p.n + i0) * p.d, rows, p.d, p.d);
@@ -131,14 +122,22 @@ void weighted_differences(const PointPairs<T>& p, const T* coef, T* grad, Weight
     });
 }
 
-} // namespace pairwise_detail
+} // namespace celltx::cpu_detail::pairwise_detail
+
+namespace celltx::cpu_kernels {
+
+/// The CPU's pairwise tiles of the distribution losses (see backend/ops.hpp for each contract).
+struct pairwise {
+    template <class T>
+    using PointPairs = ops::PointPairs<T>;
+
 
 /// out [sets, n, m] = d2 of every pair, tile by tile exactly as the other kernels compute it (so
 /// passing `out` back as PointPairs::d2, with the same block, changes no bit of their results).
 template <Scalar T>
-void pairwise_sqdist(cpu, const PointPairs<T>& p, T* out) {
+static void pairwise_sqdist(const PointPairs<T>& p, T* out) {
     require(p.d2 == nullptr, "pairwise_sqdist: the operands already carry a d2 cache");
-    const pairwise_detail::Plan<T> plan(p);
+    const cpu_detail::pairwise_detail::Plan<T> plan(p);
     plan.run([&](index_t b, index_t i0, index_t rows) {
         auto scratch = Tensor<T>::uninitialized(Shape{rows * std::min(p.block, p.m)});
         for (index_t j0 = 0; j0 < p.m; j0 += p.block) {
@@ -152,8 +151,8 @@ void pairwise_sqdist(cpu, const PointPairs<T>& p, T* out) {
 
 /// sums[b] = Σ_ij sqrt(max(d2_ij, min_sq)) (accumulated in double): the clamped distance sum.
 template <Scalar T>
-void pairwise_distance_sum(cpu, const PointPairs<T>& p, T min_sq, double* sums) {
-    const pairwise_detail::Plan<T> plan(p);
+static void pairwise_distance_sum(const PointPairs<T>& p, T min_sq, double* sums) {
+    const cpu_detail::pairwise_detail::Plan<T> plan(p);
     std::vector<double> partial(static_cast<std::size_t>(plan.tasks), 0.0);
     plan.run([&](index_t b, index_t i0, index_t rows) {
         if (rows == 0 || p.m == 0) return;
@@ -184,8 +183,8 @@ void pairwise_distance_sum(cpu, const PointPairs<T>& p, T min_sq, double* sums) 
 /// grad[b, i, :] += coef[b] Σ_j ∂/∂x_i sqrt(max(d2_ij, min_sq)) = coef[b] Σ_j [d2_ij >= min_sq] (x_i − y_j) / sqrt(d2_ij)
 /// (the clamp passes no gradient, as PyTorch's clamp_min). Sets with coef[b] == 0 are skipped.
 template <Scalar T>
-void pairwise_distance_grad(cpu, const PointPairs<T>& p, T min_sq, const T* coef, T* grad) {
-    pairwise_detail::weighted_differences(p, coef, grad,
+static void pairwise_distance_grad(const PointPairs<T>& p, T min_sq, const T* coef, T* grad) {
+    cpu_detail::pairwise_detail::weighted_differences(p, coef, grad,
         [&](index_t, index_t, index_t rows, index_t, index_t cols, const T* t, index_t ld, T* W) {
             for (index_t r = 0; r < rows; ++r)
                 for (index_t c = 0; c < cols; ++c) {
@@ -199,8 +198,8 @@ void pairwise_distance_grad(cpu, const PointPairs<T>& p, T min_sq, const T* coef
 ///   lse[b, i] = log Σ_j exp(h[b, j] − C_ij / eps),   out[b, i] = −eps · lse[b, i]
 /// with an online max/sum over column tiles. h is [sets, m]; lse may be null.
 template <Scalar T>
-void pairwise_softmin(cpu, const PointPairs<T>& p, T eps, const T* h, T* out, T* lse = nullptr) {
-    const pairwise_detail::Plan<T> plan(p);
+static void pairwise_softmin(const PointPairs<T>& p, T eps, const T* h, T* out, T* lse = nullptr) {
+    const cpu_detail::pairwise_detail::Plan<T> plan(p);
     constexpr T neg_inf = -std::numeric_limits<T>::infinity();
     plan.run([&](index_t b, index_t i0, index_t rows) {
         if (rows == 0) return;
@@ -243,8 +242,8 @@ void pairwise_softmin(cpu, const PointPairs<T>& p, T eps, const T* h, T* out, T*
 /// grad[b, i, :] += coef[b] Σ_j P_ij (x_i − y_j), P_ij = exp(h[b, j] − C_ij / eps − lse[b, i]): the
 /// gradient of pairwise_softmin's out[b, i] w.r.t. x_i (y and h held fixed). Sets with coef 0 are skipped.
 template <Scalar T>
-void pairwise_softmin_grad(cpu, const PointPairs<T>& p, T eps, const T* h, const T* lse, const T* coef, T* grad) {
-    pairwise_detail::weighted_differences(p, coef, grad,
+static void pairwise_softmin_grad(const PointPairs<T>& p, T eps, const T* h, const T* lse, const T* coef, T* grad) {
+    cpu_detail::pairwise_detail::weighted_differences(p, coef, grad,
         [&](index_t b, index_t i0, index_t rows, index_t j0, index_t cols, const T* t, index_t ld, T* W) {
             const T* hb = h + b * p.m + j0;
             for (index_t r = 0; r < rows; ++r) {
@@ -254,4 +253,6 @@ void pairwise_softmin_grad(cpu, const PointPairs<T>& p, T eps, const T* h, const
         });
 }
 
-} // namespace celltx::ops
+};
+
+} // namespace celltx::cpu_kernels

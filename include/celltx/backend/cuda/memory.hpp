@@ -43,21 +43,12 @@ struct storage_traits<cuda> {
     static void zero(void* dst, std::size_t bytes) {
         if (bytes) cuda_check(cudaMemset(dst, 0, bytes), "cudaMemset");
     }
+    static void upload(void* dst, const void* host_src, std::size_t bytes) {
+        if (bytes) cuda_check(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (host to device)");
+    }
+    static void download(void* host_dst, const void* src, std::size_t bytes) {
+        if (bytes) cuda_check(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy (device to host)");
+    }
 };
-
-/// Host -> device copy.
-template <Scalar T>
-Tensor<T, cuda> to_device(ConstView<T, cpu> h) {
-    auto d = Tensor<T, cuda>::uninitialized(h.shape());
-    if (d.bytes()) cuda_check(cudaMemcpy(d.data(), h.data(), d.bytes(), cudaMemcpyHostToDevice), "cudaMemcpy (host to device)");
-    return d;
-}
-/// Device -> host copy.
-template <Scalar T>
-Tensor<T, cpu> to_host(ConstView<T, cuda> d) {
-    auto h = Tensor<T, cpu>::uninitialized(d.shape());
-    if (h.bytes()) cuda_check(cudaMemcpy(h.data(), d.data(), h.bytes(), cudaMemcpyDeviceToHost), "cudaMemcpy (device to host)");
-    return h;
-}
 
 } // namespace celltx

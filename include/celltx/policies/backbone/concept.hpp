@@ -13,17 +13,18 @@
 #include <string_view>
 #include "celltx/core/concepts.hpp"
 #include "celltx/core/rng.hpp"
+#include "celltx/nn/gpt2_block.hpp"
+#include "celltx/nn/llama_layer.hpp"
 #include "celltx/policies/backbone/backbone_config.hpp"
+#include "celltx/policies/policy.hpp"
 
 namespace celltx {
 
+/// The ops the State backbones call on backend B (LLaMA and GPT-2 layers).
+template <class B, class T>
+concept StateBackboneOps = nn::LlamaLayerOps<B, T> && nn::GPT2BlockOps<B, T>;
+
 namespace backbone_requirements {
-
-template <class P, class T, class B>
-concept has_module_template = requires { typename P::template module<T, B>; };
-
-template <class M>
-concept module_from_config = std::constructible_from<M, const BackboneConfig&>;
 
 template <class M>
 concept module_has_reset = requires(M& m, Generator& g) { m.reset_parameters(g); };
@@ -40,8 +41,9 @@ concept names_frozen_embeddings = requires(std::string_view key, const BackboneC
 /// A transformer backbone policy of the State Transition model.
 template <class P, class T = float, class B = cpu>
 concept BackbonePolicy =
-    backbone_requirements::has_module_template<P, T, B> &&
-    backbone_requirements::module_from_config<typename P::template module<T, B>> &&
+    StateBackboneOps<B, T> &&
+    policy_requirements::has_module_template<P, T, B> &&
+    policy_requirements::module_from_config<P, T, B, BackboneConfig> &&
     Layer<typename P::template module<T, B>, T, B> &&
     backbone_requirements::module_has_reset<typename P::template module<T, B>> &&
     backbone_requirements::names_frozen_embeddings<P>;

@@ -16,14 +16,16 @@
 //    of −Ã log(α + 1e-8) (P is the full softmax row, CLS column included).
 // The attention must be batch 1 (the encoder runs once on the wild type): W depends on α, so one
 // shared sparse W could not serve several batch items. evaluate(layer, ...) keeps that layer's
-// terms until the next evaluate of the same layer; hook() spans point into them.
+// terms until the next evaluate of the same layer; hook() spans point into them. The sampled rows'
+// CSR is built on the host and uploaded; the edge scores, the KL and W stay in backend B's memory
+// (ops::attention_edge_scores, ops::graph_kl_edges).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
-#include "celltx/backend/cpu/attention.hpp"
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/gene_graph.hpp"
 #include "celltx/core/rng.hpp"
@@ -52,7 +54,11 @@ struct GraphAssignment {
     double lambda = 1e-3;
 };
 
-template <Scalar T>
+/// The ops the graph regulariser calls on backend B.
+template <class B, class T>
+concept GraphRegularizerOps = ops::provides_attention_edge_scores<B, T> && ops::provides_graph_kl_edges<B, T> && ops::provides_axpby<B, T>;
+
+template <Scalar T, Backend B = cpu>
 class GraphRegularizer {
 public:
     static constexpr double log_eps = 1e-8;  ///< inside log(α + ε)
@@ -140,7 +146,6 @@ public:
 
     /// Value Σ_k w_k L_k over the graphs on `layer`, from the attention's last forward (self-
     /// attention over the N+1 tokens [CLS, genes], batch 1); prepares that layer's hook.
-    template <Backend B>
     double evaluate(int layer, const nn::MultiHeadAttention<T, B>& attn, const Context& ctx = {}) {
         require(layer >= 0, "GraphRegularizer: negative layer {}", layer);
         const ops::AttentionDims d = attn.dims();
@@ -149,7 +154,7 @@ public:
                 d.tq, d.tk, n_ + 1);
         LayerState& st = state(layer);
         st = LayerState{};
-        st.coef.assign(static_cast<std::size_t>(d.hq * d.tq), T(0));
+        st.coef = Tensor<T, B>(Shape{d.hq * d.tq});
         for (index_t k = 0; k < num_graphs(); ++k) {
             const Graph& g = graphs_[static_cast<std::size_t>(k)];
             const auto& ls = g.assignment.layers;
@@ -163,35 +168,23 @@ public:
             // CSR over the N+1 tokens: gene row i is token i+1, gene column j is key j+1; token 0 (CLS) has no edges.
             const auto rp = g.graph.row_ptr();
             const auto col = g.graph.col();
-            t.row_ptr.assign(static_cast<std::size_t>(d.tq) + 1, 0);
-            for (index_t i : t.rows) t.row_ptr[static_cast<std::size_t>(i) + 2] = rp[static_cast<std::size_t>(i) + 1] - rp[static_cast<std::size_t>(i)];
-            for (std::size_t r = 1; r < t.row_ptr.size(); ++r) t.row_ptr[r] += t.row_ptr[r - 1];
+            std::vector<index_t> row_ptr(static_cast<std::size_t>(d.tq) + 1, 0), cols;
+            std::vector<T> target;
+            for (index_t i : t.rows) row_ptr[static_cast<std::size_t>(i) + 2] = rp[static_cast<std::size_t>(i) + 1] - rp[static_cast<std::size_t>(i)];
+            for (std::size_t r = 1; r < row_ptr.size(); ++r) row_ptr[r] += row_ptr[r - 1];
             for (index_t i : t.rows)
                 for (index_t e = rp[static_cast<std::size_t>(i)]; e < rp[static_cast<std::size_t>(i) + 1]; ++e) {
-                    t.col.push_back(col[static_cast<std::size_t>(e)] + 1);
-                    t.target.push_back(g.target[static_cast<std::size_t>(e)]);
+                    cols.push_back(col[static_cast<std::size_t>(e)] + 1);
+                    target.push_back(g.target[static_cast<std::size_t>(e)]);
                 }
-            t.w.assign(t.col.size(), T(0));
-            const auto logp = attn.edge_scores(view_of(t, t.target), true);  // log α at the edges, [1, nnz]
-            const T w = static_cast<T>(weight(k));
-            double loss = 0.0;
-            for (index_t i : t.rows) {
-                const index_t row = i + 1;
-                T c = T(0);
-                for (index_t e = t.row_ptr[static_cast<std::size_t>(row)]; e < t.row_ptr[static_cast<std::size_t>(row) + 1]; ++e) {
-                    const T a = t.target[static_cast<std::size_t>(e)];
-                    if (a == T(0)) continue;  // xlogy: 0·log 0 = 0, and no gradient
-                    const T alpha = std::exp(logp[e]);
-                    const T shifted = alpha + static_cast<T>(log_eps);
-                    loss += static_cast<double>(a * (std::log(a) - std::log(shifted)));
-                    const T we = w * (a * alpha / shifted);
-                    t.w[static_cast<std::size_t>(e)] = we;
-                    c += we;
-                }
-                st.coef[static_cast<std::size_t>(t.head * d.tq + row)] += c;
-            }
-            t.value = loss;
-            st.value += weight(k) * loss;
+            t.row_ptr = from_host<index_t, B>(row_ptr);
+            t.col = from_host<index_t, B>(cols);
+            t.target = from_host<T, B>(target);
+            t.w = Tensor<T, B>::uninitialized(Shape{t.col.numel()});
+            const Tensor<T, B> logp = attn.edge_scores(view_of(t, t.target), true);  // log α at the edges, [1, nnz]
+            t.value = ops::graph_kl_edges(B{}, d.tq, t.row_ptr.data(), t.target.data(), logp.data(), static_cast<T>(weight(k)), log_eps,
+                                          t.w.data(), st.coef.data() + t.head * d.tq);
+            st.value += weight(k) * t.value;
             st.terms.push_back(std::move(t));
         }
         st.heads = d.hq;
@@ -228,12 +221,12 @@ public:
         if (!st || !st->valid) return {};
         ops::GraphHook<T> h;
         const T s = static_cast<T>(scale);
-        st->scaled_coef.resize(st->coef.size());
-        for (std::size_t i = 0; i < st->coef.size(); ++i) st->scaled_coef[i] = s * st->coef[i];
+        st->scaled_coef = Tensor<T, B>::uninitialized(st->coef.shape());
+        ops::axpby(B{}, st->coef.numel(), s, st->coef.data(), T(0), st->scaled_coef.data());
         h.coef = st->scaled_coef.data();
         for (auto& t : st->terms) {
-            t.scaled_w.resize(t.w.size());
-            for (std::size_t e = 0; e < t.w.size(); ++e) t.scaled_w[e] = s * t.w[e];
+            t.scaled_w = Tensor<T, B>::uninitialized(t.w.shape());
+            ops::axpby(B{}, t.w.numel(), s, t.w.data(), T(0), t.scaled_w.data());
             h.terms.push_back(view_of(t, t.scaled_w));
         }
         return h;
@@ -248,22 +241,25 @@ private:
         std::vector<T> target;  // Ã aligned with graph.col()
         GraphAssignment assignment;
     };
-    struct Term {  // one graph on one layer: the sampled rows' edges over the N+1 tokens
+    struct Term {  // one graph on one layer: the sampled rows' edges over the N+1 tokens (backend memory)
         index_t graph = 0, head = 0;
-        std::vector<index_t> rows, row_ptr, col;
-        std::vector<T> target, w, scaled_w;
+        std::vector<index_t> rows;                 // the sampled gene rows (host)
+        Tensor<index_t, B> row_ptr, col;           // CSR over the tq tokens
+        Tensor<T, B> target, w, scaled_w;          // Ã, W, and W times the backward's scale, per edge
         double value = 0.0;
     };
     struct LayerState {
         std::vector<Term> terms;
-        std::vector<T> coef, scaled_coef;  // c [heads, tokens] (batch 1)
+        Tensor<T, B> coef, scaled_coef;  // c [heads, tokens] (batch 1)
         index_t heads = 0, tokens = 0;
         double value = 0.0;
         bool valid = false;
     };
 
-    static ops::GraphTerm<T> view_of(const Term& t, const std::vector<T>& values) {
-        return {t.head, std::span<const index_t>(t.row_ptr), std::span<const index_t>(t.col), std::span<const T>(values)};
+    static ops::GraphTerm<T> view_of(const Term& t, const Tensor<T, B>& values) {
+        return {t.head, std::span<const index_t>(t.row_ptr.data(), static_cast<std::size_t>(t.row_ptr.numel())),
+                std::span<const index_t>(t.col.data(), static_cast<std::size_t>(t.col.numel())),
+                std::span<const T>(values.data(), static_cast<std::size_t>(values.numel()))};
     }
     const Graph& at(index_t k) const {
         require(k >= 0 && k < num_graphs(), "GraphRegularizer: graph {} out of range [0, {})", k, num_graphs());

@@ -6,6 +6,7 @@
 //  - forward(conf, loss) -> rank-0 tensor mean_b (conf_b − scale·loss_b)²;
 //  - backward(dloss, dconf) ADDS 2·dloss·(conf_b − scale·loss_b)/B.
 #include <cmath>
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/tensor.hpp"
 
@@ -24,30 +25,32 @@ public:
                 "ConfidenceLoss: the prediction {} must be [B] or [B, 1]", conf.shape());
         require(loss.numel() == n || loss.numel() == 1, "ConfidenceLoss: {} loss values for {} predictions", loss.numel(), n);
         shape_ = conf.shape();
-        err_ = Tensor<T, B>::uninitialized(Shape{n});
+        // One value per set: computed on the host.
+        const Tensor<T, cpu> c = to_host(conf), l = to_host(loss);
+        err_ = Tensor<T, cpu>::uninitialized(Shape{n});
         const T scale = static_cast<T>(scale_);
         double sum = 0.0;
         for (index_t b = 0; b < n; ++b) {
-            err_[b] = conf[b] - scale * loss[loss.numel() == 1 ? 0 : b];
+            err_[b] = c[b] - scale * l[l.numel() == 1 ? 0 : b];
             sum += static_cast<double>(err_[b]) * static_cast<double>(err_[b]);
         }
-        auto out = Tensor<T, B>::uninitialized(Shape{});
-        out[0] = static_cast<T>(sum / static_cast<double>(n));
-        return out;
+        const T v = static_cast<T>(sum / static_cast<double>(n));
+        return from_host<T, B>(&v, Shape{});
     }
 
     void backward(ConstView<T, B> dloss, TensorView<T, B> dconf) {
         require(dloss.numel() == 1, "ConfidenceLoss::backward: dloss {} must hold one value", dloss.shape());
         if (!dconf.data()) return;
         require(dconf.shape() == shape_, "ConfidenceLoss::backward: dconf {} does not match the prediction {}", dconf.shape(), shape_);
-        const T g = static_cast<T>(2.0 * static_cast<double>(dloss[0]) / static_cast<double>(err_.numel()));
-        for (index_t b = 0; b < err_.numel(); ++b) dconf[b] += g * err_[b];
+        const T g = static_cast<T>(2.0 * static_cast<double>(read_value(dloss)) / static_cast<double>(err_.numel()));
+        const Tensor<T, B> err = err_.template to<B>();
+        ops::axpby(B{}, err.numel(), g, err.data(), T(1), dconf.data());
     }
 
 private:
     double scale_ = 10.0;
     Shape shape_;
-    Tensor<T, B> err_;
+    Tensor<T, cpu> err_;  // conf − scale·loss per set, on the host
 };
 
 } // namespace celltx::loss

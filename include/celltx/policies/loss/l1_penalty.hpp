@@ -5,6 +5,7 @@
 //  - backward(dloss, dpred, dctrl) ADDS the (sub)gradient ±λ·dloss·sign(pred − ctrl)/numel, with
 //    sign(0) = 0 as PyTorch's abs; an empty view skips one (ctrl is usually data: no gradient).
 #include <cmath>
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/tensor.hpp"
 
@@ -22,15 +23,11 @@ public:
     Tensor<T, B> forward(ConstView<T, B> pred, ConstView<T, B> ctrl, const Context& = {}) {
         require(pred.numel() == ctrl.numel() && pred.numel() > 0, "L1Penalty: pred {} and ctrl {} differ in size (or are empty)",
                 pred.shape(), ctrl.shape());
-        diff_ = Tensor<T, B>::uninitialized(pred.shape());
-        double sum = 0.0;
-        for (index_t i = 0; i < pred.numel(); ++i) {
-            diff_[i] = pred[i] - ctrl[i];
-            sum += std::abs(static_cast<double>(diff_[i]));
-        }
-        auto out = Tensor<T, B>::uninitialized(Shape{});
-        out[0] = static_cast<T>(lambda_ * (sum / static_cast<double>(pred.numel())));
-        return out;
+        diff_ = Tensor<T, B>::copy_of(pred);
+        ops::axpby(B{}, diff_.numel(), T(-1), ctrl.data(), T(1), diff_.data());  // pred − ctrl
+        const double sum = ops::sum_abs(B{}, diff_.data(), diff_.numel());
+        const T v = static_cast<T>(lambda_ * (sum / static_cast<double>(pred.numel())));
+        return from_host<T, B>(&v, Shape{});
     }
 
     void backward(ConstView<T, B> dloss, TensorView<T, B> dpred, TensorView<T, B> dctrl = {}) {
@@ -38,12 +35,9 @@ public:
         for (auto v : {dpred, dctrl})
             require(!v.data() || v.numel() == diff_.numel(), "L1Penalty::backward: gradient {} does not match the input {}", v.shape(),
                     diff_.shape());
-        const T g = static_cast<T>(lambda_ * static_cast<double>(dloss[0]) / static_cast<double>(diff_.numel()));
-        for (index_t i = 0; i < diff_.numel(); ++i) {
-            const T s = diff_[i] > T(0) ? g : (diff_[i] < T(0) ? -g : T(0));
-            if (dpred.data()) dpred[i] += s;
-            if (dctrl.data()) dctrl[i] -= s;
-        }
+        const T g = static_cast<T>(lambda_ * static_cast<double>(read_value(dloss)) / static_cast<double>(diff_.numel()));
+        if (dpred.data()) ops::sign_axpy(B{}, diff_.numel(), g, diff_.data(), dpred.data());
+        if (dctrl.data()) ops::sign_axpy(B{}, diff_.numel(), static_cast<T>(-g), diff_.data(), dctrl.data());
     }
 
 private:

@@ -9,6 +9,8 @@
 //  - forward(targets) -> rank-0 tensor L; task_value(t), labelled_samples(t) describe the last call;
 //  - backward(dloss, dpreds) ADDS dloss·∂L/∂ŷ_t into dpreds[t] (an empty view skips a task).
 // log cosh r = |r| + log1p(exp(−2|r|)) − log 2 (no overflow for large |r|); its derivative is tanh r.
+// Predictions hold a few values per sample, so the loss runs on the host: predictions, labels and
+// masks are downloaded, the gradients uploaded in backward.
 #include <cmath>
 #include <initializer_list>
 #include <numbers>
@@ -17,6 +19,7 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/tensor.hpp"
 
@@ -56,8 +59,6 @@ struct TaskTarget {
 
 template <Scalar T, Backend B = cpu>
 class MultiTaskLoss {
-    static_assert(!B::is_device, "MultiTaskLoss: only the CPU backend is implemented");
-
 public:
     explicit MultiTaskLoss(std::vector<LossTask> tasks) : tasks_(std::move(tasks)) {
         require(!tasks_.empty(), "MultiTaskLoss: no tasks");
@@ -79,9 +80,8 @@ public:
         labelled_.assign(tasks_.size(), 0);
         double total = 0.0;
         for (std::size_t t = 0; t < tasks_.size(); ++t) total += tasks_[t].weight * task_forward(t, targets[t]);
-        auto out = Tensor<T, B>::uninitialized(Shape{});
-        out[0] = static_cast<T>(total);
-        return out;
+        const T v = static_cast<T>(total);
+        return from_host<T, B>(&v, Shape{});
     }
     Tensor<T, B> forward(std::initializer_list<TaskTarget<T, B>> targets, const Context& ctx = {}) {
         return forward(std::span<const TaskTarget<T, B>>(targets.begin(), targets.size()), ctx);
@@ -90,13 +90,14 @@ public:
     void backward(ConstView<T, B> dloss, std::span<const TensorView<T, B>> dpreds) {
         require(dloss.numel() == 1, "MultiTaskLoss::backward: dloss {} must hold one value", dloss.shape());
         require(dpreds.size() == tasks_.size(), "MultiTaskLoss::backward: {} gradients for {} tasks", dpreds.size(), tasks_.size());
-        const T s = dloss[0];
+        const T s = read_value(dloss);
         for (std::size_t t = 0; t < tasks_.size(); ++t) {
             const TensorView<T, B>& dp = dpreds[t];
             if (!dp.data()) continue;
             require(dp.shape() == grads_[t].shape(), "MultiTaskLoss::backward: task '{}' gradient {} does not match the prediction {}",
                     tasks_[t].name, dp.shape(), grads_[t].shape());
-            for (index_t i = 0; i < dp.numel(); ++i) dp[i] += s * grads_[t][i];
+            const Tensor<T, B> g = grads_[t].template to<B>();
+            ops::axpby(B{}, dp.numel(), s, g.data(), T(1), dp.data());
         }
     }
     void backward(ConstView<T, B> dloss, std::initializer_list<TensorView<T, B>> dpreds) {
@@ -107,7 +108,9 @@ private:
     /// Unweighted task loss; stores w_t·∂(task loss)/∂ŷ in grads_[t].
     double task_forward(std::size_t t, const TaskTarget<T, B>& in) {
         const LossTask& task = tasks_[t];
-        const ConstView<T, B>& p = in.prediction;
+        const Tensor<T, cpu> p = to_host(in.prediction);
+        const Tensor<T, cpu> label = to_host(in.label);
+        const Tensor<T, cpu> mask = in.mask.data() ? to_host(in.mask) : Tensor<T, cpu>();
         require(p.rank() >= 1 && p.size(0) >= 0, "MultiTaskLoss: task '{}' prediction {} needs a batch axis", task.name, p.shape());
         require(in.label.shape() == p.shape(), "MultiTaskLoss: task '{}' label {} does not match the prediction {}", task.name,
                 in.label.shape(), p.shape());
@@ -116,18 +119,18 @@ private:
         const bool sample_mask = has_mask && in.mask.numel() == Bn && !(in.mask.shape() == p.shape());
         require(!has_mask || sample_mask || in.mask.shape() == p.shape(),
                 "MultiTaskLoss: task '{}' mask {} is neither [{}] nor the prediction's shape {}", task.name, in.mask.shape(), Bn, p.shape());
-        grads_[t] = Tensor<T, B>(p.shape());
+        grads_[t] = Tensor<T, cpu>(p.shape());
         std::vector<double> per_sample(static_cast<std::size_t>(Bn), 0.0);
         std::vector<index_t> count(static_cast<std::size_t>(Bn), 0);
         auto labelled = [&](index_t b, index_t i) {
-            if (has_mask && in.mask[sample_mask ? b : i] == T(0)) return false;
-            return !std::isnan(static_cast<double>(in.label[i]));
+            if (has_mask && mask[sample_mask ? b : i] == T(0)) return false;
+            return !std::isnan(static_cast<double>(label[i]));
         };
         for (index_t b = 0; b < Bn; ++b)
             for (index_t i = b * k; i < (b + 1) * k; ++i)
                 if (labelled(b, i)) {
                     per_sample[static_cast<std::size_t>(b)] +=
-                        phenotype_loss_value(task.kind, static_cast<double>(p[i]) - static_cast<double>(in.label[i]));
+                        phenotype_loss_value(task.kind, static_cast<double>(p[i]) - static_cast<double>(label[i]));
                     ++count[static_cast<std::size_t>(b)];
                 }
         index_t n = 0;
@@ -142,7 +145,7 @@ private:
             const double coef = task.weight / (static_cast<double>(n) * static_cast<double>(c));
             for (index_t i = b * k; i < (b + 1) * k; ++i)
                 if (labelled(b, i))
-                    grads_[t][i] = static_cast<T>(coef * phenotype_loss_derivative(task.kind, static_cast<double>(p[i]) - static_cast<double>(in.label[i])));
+                    grads_[t][i] = static_cast<T>(coef * phenotype_loss_derivative(task.kind, static_cast<double>(p[i]) - static_cast<double>(label[i])));
         }
         values_[t] = value / static_cast<double>(n);
         return values_[t];
@@ -150,7 +153,7 @@ private:
 
     std::vector<LossTask> tasks_;
     // Saved by forward.
-    std::vector<Tensor<T, B>> grads_;
+    std::vector<Tensor<T, cpu>> grads_;  // w_t·∂(task loss)/∂ŷ, on the host
     std::vector<double> values_;
     std::vector<index_t> labelled_;
 };

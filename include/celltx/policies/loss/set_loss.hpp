@@ -15,8 +15,9 @@
 #include <vector>
 #include "celltx/core/context.hpp"
 #include "celltx/core/tensor.hpp"
-#include "celltx/policies/loss/energy_loss.hpp"
-#include "celltx/policies/loss/sinkhorn_loss.hpp"
+#include "celltx/backend/ops.hpp"
+#include "celltx/policies/loss/energy_distance.hpp"
+#include "celltx/policies/loss/sinkhorn_divergence.hpp"
 
 namespace celltx::loss {
 
@@ -53,7 +54,7 @@ public:
     const Tensor<T, B>& per_set() const noexcept { return per_set_; }
     /// Sets of the last forward that entered the mean (non-NaN losses).
     index_t valid_sets() const noexcept { return valid_; }
-    const SinkhornLoss<T, B>& sinkhorn() const noexcept { return sinkhorn_; }
+    const SinkhornDivergence<T, B>& sinkhorn() const noexcept { return sinkhorn_; }
 
     /// pred and target: [B·S, D] (with set_size S) or [B, S, D]; returns the scalar loss (rank 0).
     Tensor<T, B> forward(ConstView<T, B> pred, ConstView<T, B> target, const Context& ctx = {}) {
@@ -61,42 +62,39 @@ public:
         shape_ = pred.shape();
         const Shape s = sets_shape(pred.shape());
         const ConstView<T, B> p = pred.reshaped(s), t = target.reshaped(s);
-        auto out = Tensor<T, B>::uninitialized(Shape{});
         if (opt_.kind == SetLossKind::mse) {
-            diff_ = Tensor<T, B>::uninitialized(s);
-            per_set_ = Tensor<T, B>::uninitialized(Shape{s[0]});
+            diff_ = Tensor<T, B>::copy_of(p);
+            ops::axpby(B{}, diff_.numel(), T(-1), t.data(), T(1), diff_.data());  // p − t
             const index_t per = s[1] * s[2];
+            std::vector<double> acc(static_cast<std::size_t>(s[0]));
+            ops::row_sum_squares(B{}, diff_.data(), s[0], per, acc.data());
+            std::vector<T> per_set(acc.size());
             double total = 0.0;
-            for (index_t b = 0; b < s[0]; ++b) {
-                double acc = 0.0;
-                for (index_t i = b * per; i < (b + 1) * per; ++i) {
-                    diff_[i] = p[i] - t[i];
-                    acc += static_cast<double>(diff_[i]) * static_cast<double>(diff_[i]);
-                }
-                per_set_[b] = static_cast<T>(per > 0 ? acc / static_cast<double>(per) : std::numeric_limits<double>::quiet_NaN());
-                total += acc;
+            for (std::size_t b = 0; b < acc.size(); ++b) {
+                per_set[b] = static_cast<T>(per > 0 ? acc[b] / static_cast<double>(per) : std::numeric_limits<double>::quiet_NaN());
+                total += acc[b];
             }
+            per_set_ = from_host<T, B>(per_set);
             valid_ = s[0];
-            out[0] = static_cast<T>(total / static_cast<double>(p.numel()));
-            return out;
+            return scalar(static_cast<T>(total / static_cast<double>(p.numel())));
         }
         if (opt_.kind == SetLossKind::energy) per_set_ = energy_.forward(p, t, ctx);
         else if (opt_.kind == SetLossKind::sinkhorn) per_set_ = sinkhorn_.forward(p, t, ctx);
         else {
             per_set_ = sinkhorn_.forward(p, t, ctx);
             const Tensor<T, B> e = energy_.forward(p, t, ctx);
-            const T sw = static_cast<T>(opt_.sinkhorn_weight), ew = static_cast<T>(opt_.energy_weight);
-            for (index_t b = 0; b < s[0]; ++b) per_set_[b] = sw * per_set_[b] + ew * e[b];
+            ops::axpby(B{}, s[0], static_cast<T>(opt_.energy_weight), e.data(), static_cast<T>(opt_.sinkhorn_weight), per_set_.data());
         }
+        // nan-mean over the sets, on the host (one value per set).
+        const Tensor<T, cpu> ps = to_host(per_set_);
         double sum = 0.0;
         valid_ = 0;
         for (index_t b = 0; b < s[0]; ++b)
-            if (!std::isnan(per_set_[b])) {
-                sum += static_cast<double>(per_set_[b]);
+            if (!std::isnan(ps[b])) {
+                sum += static_cast<double>(ps[b]);
                 ++valid_;
             }
-        out[0] = static_cast<T>(valid_ ? sum / static_cast<double>(valid_) : std::numeric_limits<double>::quiet_NaN());
-        return out;
+        return scalar(static_cast<T>(valid_ ? sum / static_cast<double>(valid_) : std::numeric_limits<double>::quiet_NaN()));
     }
 
     void backward(ConstView<T, B> dloss, TensorView<T, B> dpred, TensorView<T, B> dtarget = {}) {
@@ -104,34 +102,34 @@ public:
         for (auto v : {dpred, dtarget})
             require(!v.data() || v.shape() == shape_, "SetLoss::backward: gradient {} does not match the input {}", v.shape(), shape_);
         const Shape s = sets_shape(shape_);
+        const double dl = static_cast<double>(read_value(dloss));
         if (opt_.kind == SetLossKind::mse) {
-            const T g = static_cast<T>(2.0 * static_cast<double>(dloss[0]) / static_cast<double>(diff_.numel()));
-            for (index_t i = 0; i < diff_.numel(); ++i) {
-                if (dpred.data()) dpred[i] += g * diff_[i];
-                if (dtarget.data()) dtarget[i] -= g * diff_[i];
-            }
+            const T g = static_cast<T>(2.0 * dl / static_cast<double>(diff_.numel()));
+            if (dpred.data()) ops::axpby(B{}, diff_.numel(), g, diff_.data(), T(1), dpred.data());
+            if (dtarget.data()) ops::axpby(B{}, diff_.numel(), static_cast<T>(-g), diff_.data(), T(1), dtarget.data());
             return;
         }
         // nan-mean: d mean / d loss_b = 1/valid for the sets in the mean, 0 (skipped) for NaN sets.
-        auto w = Tensor<T, B>::uninitialized(Shape{s[0]});
-        for (index_t b = 0; b < s[0]; ++b)
-            w[b] = std::isnan(per_set_[b]) ? T(0) : static_cast<T>(static_cast<double>(dloss[0]) / static_cast<double>(valid_));
+        const Tensor<T, cpu> ps = to_host(per_set_);
+        std::vector<T> w(static_cast<std::size_t>(s[0])), ws(w.size()), we(w.size());
+        for (index_t b = 0; b < s[0]; ++b) {
+            const auto i = static_cast<std::size_t>(b);
+            w[i] = std::isnan(ps[b]) ? T(0) : static_cast<T>(dl / static_cast<double>(valid_));
+            ws[i] = static_cast<T>(opt_.sinkhorn_weight) * w[i];
+            we[i] = static_cast<T>(opt_.energy_weight) * w[i];
+        }
         const TensorView<T, B> dp = dpred.data() ? dpred.reshaped(s) : TensorView<T, B>();
         const TensorView<T, B> dt = dtarget.data() ? dtarget.reshaped(s) : TensorView<T, B>();
-        if (opt_.kind == SetLossKind::energy) energy_.backward(w.cview(), dp, dt);
-        else if (opt_.kind == SetLossKind::sinkhorn) sinkhorn_.backward(w.cview(), dp, dt);
+        if (opt_.kind == SetLossKind::energy) energy_.backward(from_host<T, B>(w).cview(), dp, dt);
+        else if (opt_.kind == SetLossKind::sinkhorn) sinkhorn_.backward(from_host<T, B>(w).cview(), dp, dt);
         else {
-            auto ws = w, we = w;
-            for (index_t b = 0; b < s[0]; ++b) {
-                ws[b] = static_cast<T>(opt_.sinkhorn_weight) * w[b];
-                we[b] = static_cast<T>(opt_.energy_weight) * w[b];
-            }
-            sinkhorn_.backward(ws.cview(), dp, dt);
-            energy_.backward(we.cview(), dp, dt);
+            sinkhorn_.backward(from_host<T, B>(ws).cview(), dp, dt);
+            energy_.backward(from_host<T, B>(we).cview(), dp, dt);
         }
     }
 
 private:
+    static Tensor<T, B> scalar(T v) { return from_host<T, B>(&v, Shape{}); }
     static SinkhornOptions sinkhorn_options(const SetLossOptions& o) {
         SinkhornOptions s;
         s.blur = o.blur;
@@ -153,8 +151,8 @@ private:
     }
 
     SetLossOptions opt_;
-    EnergyLoss<T, B> energy_;
-    SinkhornLoss<T, B> sinkhorn_;
+    EnergyDistance<T, B> energy_;
+    SinkhornDivergence<T, B> sinkhorn_;
     Tensor<T, B> per_set_, diff_;
     Shape shape_;
     index_t valid_ = 0;

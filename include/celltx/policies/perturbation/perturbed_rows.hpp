@@ -4,17 +4,15 @@
 // readouts read.
 //  - RowNeed: what one readout reads (the perturbed rows S_b, all N rows, or the genes of its gene
 //    sets); RowNeedSet: the union over a model's readouts, computable at compile time.
-//  - GeneSetList: m gene sets as CSR (offsets + gene ids), e.g. GO-slim terms.
 //  - PerturbedRows<T, B>: H_pert restricted to the computed rows. all_rows: values is [B·N, d]
 //    (= [B, N, d]), row of (b, g) = b·N + g; otherwise sample b owns rows [offsets[b], offsets[b+1])
 //    holding the sorted unique genes genes[offsets[b] ..]. Gradients travel in the same layout.
 #include <algorithm>
 #include <cstddef>
-#include <initializer_list>
 #include <span>
 #include <vector>
 #include "celltx/core/tensor.hpp"
-#include "celltx/policies/perturbation/perturbation_batch.hpp"
+#include "celltx/core/ragged.hpp"
 
 namespace celltx {
 
@@ -39,51 +37,6 @@ struct RowNeedSet {
 };
 constexpr RowNeedSet operator|(RowNeed a, RowNeed b) noexcept { return RowNeedSet(a) | RowNeedSet(b); }
 
-/// m gene sets as CSR: set s = genes[offsets[s], offsets[s+1]). Empty sets and duplicates allowed.
-struct GeneSetList {
-    std::vector<index_t> offsets{0};
-    std::vector<index_t> genes;
-
-    static GeneSetList from_sets(const std::vector<std::vector<index_t>>& sets) {
-        GeneSetList l;
-        for (const auto& s : sets) {
-            l.genes.insert(l.genes.end(), s.begin(), s.end());
-            l.offsets.push_back(static_cast<index_t>(l.genes.size()));
-        }
-        return l;
-    }
-    static GeneSetList from_sets(std::initializer_list<std::vector<index_t>> sets) {
-        return from_sets(std::vector<std::vector<index_t>>(sets));
-    }
-
-    index_t size() const noexcept { return offsets.empty() ? 0 : static_cast<index_t>(offsets.size()) - 1; }
-    index_t set_size(index_t s) const { return offsets[static_cast<std::size_t>(s) + 1] - offsets[static_cast<std::size_t>(s)]; }
-    std::span<const index_t> set(index_t s) const {
-        require(s >= 0 && s < size(), "GeneSetList: set {} out of range for {} sets", s, size());
-        return std::span<const index_t>(genes).subspan(static_cast<std::size_t>(offsets[static_cast<std::size_t>(s)]),
-                                                      static_cast<std::size_t>(set_size(s)));
-    }
-    /// Every gene of every set, sorted, once.
-    std::vector<index_t> unique_genes() const {
-        std::vector<index_t> u = genes;
-        std::sort(u.begin(), u.end());
-        u.erase(std::unique(u.begin(), u.end()), u.end());
-        return u;
-    }
-    void validate(index_t num_genes) const {
-        require(!offsets.empty() && offsets.front() == 0, "GeneSetList: offsets must start with 0");
-        require(offsets.back() == static_cast<index_t>(genes.size()), "GeneSetList: the last offset is {} but there are {} genes",
-                offsets.back(), genes.size());
-        for (index_t s = 0; s < size(); ++s)
-            require(offsets[static_cast<std::size_t>(s)] <= offsets[static_cast<std::size_t>(s) + 1], "GeneSetList: offsets decrease at set {}", s);
-        for (index_t s = 0; s < size(); ++s) {
-            const auto g = set(s);
-            for (std::size_t k = 0; k < g.size(); ++k)
-                require(g[k] >= 0 && g[k] < num_genes, "GeneSetList: set {} entry {} has gene index {}, outside [0, {})", s, k, g[k], num_genes);
-        }
-    }
-};
-
 template <Scalar T, Backend B = cpu>
 struct PerturbedRows {
     index_t batch = 0, num_genes = 0, d = 0;
@@ -106,7 +59,7 @@ struct PerturbedRows {
         if (r.all_rows) {
             for (index_t b = 0; b <= r.batch; ++b) r.offsets[static_cast<std::size_t>(b)] = b * num_genes;
         } else {
-            const std::vector<index_t> set_genes = need.contains(RowNeed::gene_sets) ? sets->unique_genes() : std::vector<index_t>{};
+            const std::vector<index_t> set_genes = need.contains(RowNeed::gene_sets) ? sets->unique_indices() : std::vector<index_t>{};
             std::vector<index_t> mine;
             for (index_t b = 0; b < r.batch; ++b) {
                 mine.assign(set_genes.begin(), set_genes.end());

@@ -11,14 +11,24 @@
 // lacks, e.g. "the concept 'readout_requirements::declares_row_need<R>' evaluated to false".
 #include <concepts>
 #include <type_traits>
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/concepts.hpp"
 #include "celltx/core/context.hpp"
+#include "celltx/core/ragged.hpp"
 #include "celltx/core/tensor.hpp"
+#include "celltx/nn/attention.hpp"
+#include "celltx/nn/mlp.hpp"
 #include "celltx/policies/cgt_config.hpp"
-#include "celltx/policies/perturbation/perturbation_batch.hpp"
 #include "celltx/policies/perturbation/perturbed_rows.hpp"
+#include "celltx/policies/policy.hpp"
 
 namespace celltx {
+
+/// The ops the CGT's readouts call on backend B: their MLPs, the [h_CLS ‖ z] input and its
+/// gradient, and the pooling of rows into samples or gene sets.
+template <class B, class T>
+concept CgtReadoutOps = nn::MlpOps<B, T> && ops::provides_copy_2d<B, T> && ops::provides_column_sum<B, T> &&
+                        ops::provides_segment_pool<B, T> && ops::provides_segment_pool_backward<B, T>;
 
 namespace readout_requirements {
 
@@ -28,14 +38,6 @@ concept declares_row_need = requires {
     { R::rows } -> std::convertible_to<RowNeed>;
     typename std::integral_constant<unsigned, static_cast<unsigned>(R::rows)>;
 };
-
-/// R::template module<T, B> is a type.
-template <class R, class T, class B>
-concept has_module_template = requires { typename R::template module<T, B>; };
-
-/// The module is built from the shared model configuration.
-template <class M>
-concept module_from_config = std::constructible_from<M, const CgtConfig&>;
 
 template <class M, class T, class B>
 concept reads_perturbed_rows = requires(M& m, ConstView<T, B> h_cls, const PerturbedRows<T, B>& rows, const PerturbationBatch& batch,
@@ -70,9 +72,10 @@ concept adds_into_h_genes_gradient = requires(M& m, ConstView<T, B> dy, TensorVi
 /// A Type II readout (GeneInteractionReadout, FitnessReadout, ExpressionReadout, GeneSetReadout).
 template <class R, class T = float, class B = cpu>
 concept ReadoutPolicy =
+    CgtReadoutOps<B, T> &&
     readout_requirements::declares_row_need<R> &&
-    readout_requirements::has_module_template<R, T, B> &&
-    readout_requirements::module_from_config<typename R::template module<T, B>> &&
+    policy_requirements::has_module_template<R, T, B> &&
+    policy_requirements::module_from_config<R, T, B, CgtConfig> &&
     readout_requirements::reads_perturbed_rows<typename R::template module<T, B>, T, B> &&
     readout_requirements::adds_into_row_gradients<typename R::template module<T, B>, T, B> &&
     ParameterVisitable<typename R::template module<T, B>, T, B>;
@@ -80,9 +83,10 @@ concept ReadoutPolicy =
 /// A head that reads H_genes directly (NonEquivariantHead): composed without a perturbation transform.
 template <class R, class T = float, class B = cpu>
 concept NonEquivariantHeadPolicy =
+    CgtReadoutOps<B, T> && nn::AttentionOps<B, T> &&
     readout_requirements::marked_reads_h_genes<R> &&
-    readout_requirements::has_module_template<R, T, B> &&
-    readout_requirements::module_from_config<typename R::template module<T, B>> &&
+    policy_requirements::has_module_template<R, T, B> &&
+    policy_requirements::module_from_config<R, T, B, CgtConfig> &&
     readout_requirements::reads_h_genes<typename R::template module<T, B>, T, B> &&
     readout_requirements::adds_into_h_genes_gradient<typename R::template module<T, B>, T, B> &&
     ParameterVisitable<typename R::template module<T, B>, T, B>;

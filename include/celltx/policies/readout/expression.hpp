@@ -11,7 +11,7 @@
 #include "celltx/core/parameter.hpp"
 #include "celltx/nn/mlp.hpp"
 #include "celltx/policies/cgt_config.hpp"
-#include "celltx/policies/perturbation/perturbation_batch.hpp"
+#include "celltx/core/ragged.hpp"
 #include "celltx/policies/perturbation/perturbed_rows.hpp"
 
 namespace celltx {

@@ -7,13 +7,15 @@
 //    skipped) and into every row of dRows.values;
 //  - names fitness_head.mlp.{0,3}.{weight,bias}.
 #include <string>
-#include "celltx/backend/cpu/eigen.hpp"
+#include <vector>
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"
 #include "celltx/nn/mlp.hpp"
 #include "celltx/policies/cgt_config.hpp"
-#include "celltx/policies/perturbation/perturbation_batch.hpp"
+#include "celltx/core/ragged.hpp"
 #include "celltx/policies/perturbation/perturbed_rows.hpp"
+#include "celltx/policies/readout/cls_input.hpp"
 
 namespace celltx {
 
@@ -23,8 +25,6 @@ struct FitnessReadout {
 
     template <Scalar T, Backend B = cpu>
     class module {
-        static_assert(!B::is_device, "FitnessReadout: only the CPU backend is implemented");
-
     public:
         module() = default;
         explicit module(const CgtConfig& cfg)
@@ -46,13 +46,12 @@ struct FitnessReadout {
                     rows.all_rows ? "all" : "sparse", rows.d, rows.batch);
             require(N >= 1, "FitnessReadout: no genes to pool");
             layout_ = rows.without_values();
-            Tensor<T, B> x(Shape{Bn, 2 * d});
-            const auto v = cpu_detail::mat(rows.values.data(), Bn * N, d, d);
-            for (index_t b = 0; b < Bn; ++b) {
-                T* xb = x.data() + b * 2 * d;
-                std::copy_n(h_cls.data(), d, xb);
-                cpu_detail::mat(xb + d, 1, d, d) = v.middleRows(b * N, N).colwise().sum() / static_cast<T>(N);
-            }
+            std::vector<index_t> offsets(static_cast<std::size_t>(Bn) + 1);
+            for (index_t b = 0; b <= Bn; ++b) offsets[static_cast<std::size_t>(b)] = b * N;
+            offsets_ = from_host<index_t, B>(offsets);
+            weights_ = from_host<T, B>(std::vector<T>(static_cast<std::size_t>(Bn), T(1) / static_cast<T>(N)));
+            Tensor<T, B> x = readout_detail::broadcast_cls(h_cls, Bn, d);  // [h_CLS ‖ mean_g H_pert[b, g]]
+            ops::segment_pool(B{}, pool(), rows.values.data(), x.data() + d, 2 * d);
             return mlp.forward(x.cview(), ctx);
         }
 
@@ -65,14 +64,10 @@ struct FitnessReadout {
             mlp.backward(dY, dx.view());
             if (dh_cls.data()) {
                 require(dh_cls.numel() == d, "FitnessReadout::backward: dh_cls {} does not hold d = {} values", dh_cls.shape(), d);
-                for (index_t b = 0; b < Bn; ++b)
-                    for (index_t c = 0; c < d; ++c) dh_cls[c] += dx[b * 2 * d + c];
+                readout_detail::add_cls_gradient(dx, Bn, d, dh_cls);
             }
-            auto g = cpu_detail::mat(dRows.values.data(), Bn * N, d, d);
-            for (index_t b = 0; b < Bn; ++b) {
-                const auto gz = cpu_detail::mat(static_cast<const T*>(dx.data() + b * 2 * d + d), 1, d, d);
-                g.middleRows(b * N, N).rowwise() += gz.row(0) / static_cast<T>(N);
-            }
+            (void)N;
+            ops::segment_pool_backward(B{}, pool(), dx.data() + d, 2 * d, dRows.values.data());
         }
 
         template <class F>
@@ -85,8 +80,14 @@ struct FitnessReadout {
     private:
         static constexpr std::uint64_t mlp_stream = 0x666974686561ull;  // "fithea"
 
+        /// Segment b = the N rows of sample b, weight 1/N.
+        ops::SegmentPool<T> pool() const { return {layout_.batch, d_, offsets_.data(), nullptr, weights_.data(), true}; }
+
         index_t d_ = 0, out_ = 1;
-        PerturbedRows<T, B> layout_;  // saved by forward
+        // Saved by forward.
+        PerturbedRows<T, B> layout_;
+        Tensor<index_t, B> offsets_;
+        Tensor<T, B> weights_;
     };
 };
 

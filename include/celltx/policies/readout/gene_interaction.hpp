@@ -9,12 +9,15 @@
 //  - names perturbation_head.mlp.{0,3}.{weight,bias}.
 #include <string>
 #include <vector>
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"
+#include "celltx/core/ragged.hpp"
 #include "celltx/nn/mlp.hpp"
 #include "celltx/policies/cgt_config.hpp"
-#include "celltx/policies/perturbation/perturbation_batch.hpp"
 #include "celltx/policies/perturbation/perturbed_rows.hpp"
+#include "celltx/policies/readout/cls_input.hpp"
+#include "celltx/policies/readout/concept.hpp"
 
 namespace celltx {
 
@@ -24,8 +27,6 @@ struct GeneInteractionReadout {
 
     template <Scalar T, Backend B = cpu>
     class module {
-        static_assert(!B::is_device, "GeneInteractionReadout: only the CPU backend is implemented");
-
     public:
         module() = default;
         explicit module(const CgtConfig& cfg)
@@ -44,20 +45,19 @@ struct GeneInteractionReadout {
             require(rows.d == d && rows.batch == Bn, "GeneInteractionReadout: rows of width {} for {} samples, expected width {} for {}",
                     rows.d, rows.batch, d, Bn);
             layout_ = rows.without_values();
-            offsets_ = batch.offsets;
-            entry_rows_.resize(batch.indices.size());
-            Tensor<T, B> x(Shape{Bn, 2 * d});
+            // Pool the rows of each sample's entries: segment b = weight_b · Σ_{e ∈ S_b} H_pert[b, S_b[e]].
+            std::vector<index_t> entry_rows(batch.indices.size());
+            std::vector<T> weights(static_cast<std::size_t>(Bn));
             for (index_t b = 0; b < Bn; ++b) {
-                T* xb = x.data() + b * 2 * d;
-                std::copy_n(h_cls.data(), d, xb);
-                const T w = weight(b);
-                for (index_t e = offsets_[static_cast<std::size_t>(b)]; e < offsets_[static_cast<std::size_t>(b) + 1]; ++e) {
-                    const index_t r = rows.row_of(b, batch.indices[static_cast<std::size_t>(e)]);
-                    entry_rows_[static_cast<std::size_t>(e)] = r;
-                    const T* v = rows.values.data() + r * d;
-                    for (index_t c = 0; c < d; ++c) xb[d + c] += w * v[c];
-                }
+                weights[static_cast<std::size_t>(b)] = weight(batch.set_size(b));
+                for (index_t e = batch.offsets[static_cast<std::size_t>(b)]; e < batch.offsets[static_cast<std::size_t>(b) + 1]; ++e)
+                    entry_rows[static_cast<std::size_t>(e)] = rows.row_of(b, batch.indices[static_cast<std::size_t>(e)]);
             }
+            offsets_ = from_host<index_t, B>(batch.offsets);
+            entry_rows_ = from_host<index_t, B>(entry_rows);
+            weights_ = from_host<T, B>(weights);
+            Tensor<T, B> x = readout_detail::broadcast_cls(h_cls, Bn, d);  // [h_CLS ‖ z_b]
+            ops::segment_pool(B{}, pool(), rows.values.data(), x.data() + d, 2 * d);
             return mlp.forward(x.cview(), ctx);
         }
 
@@ -70,17 +70,9 @@ struct GeneInteractionReadout {
             mlp.backward(dY, dx.view());
             if (dh_cls.data()) {
                 require(dh_cls.numel() == d, "GeneInteractionReadout::backward: dh_cls {} does not hold d = {} values", dh_cls.shape(), d);
-                for (index_t b = 0; b < Bn; ++b)
-                    for (index_t c = 0; c < d; ++c) dh_cls[c] += dx[b * 2 * d + c];
+                readout_detail::add_cls_gradient(dx, Bn, d, dh_cls);
             }
-            for (index_t b = 0; b < Bn; ++b) {
-                const T w = weight(b);
-                const T* g = dx.data() + b * 2 * d + d;
-                for (index_t e = offsets_[static_cast<std::size_t>(b)]; e < offsets_[static_cast<std::size_t>(b) + 1]; ++e) {
-                    T* dst = dRows.values.data() + entry_rows_[static_cast<std::size_t>(e)] * d;
-                    for (index_t c = 0; c < d; ++c) dst[c] += w * g[c];
-                }
-            }
+            ops::segment_pool_backward(B{}, pool(), dx.data() + d, 2 * d, dRows.values.data());
         }
 
         template <class F>
@@ -93,17 +85,18 @@ struct GeneInteractionReadout {
     private:
         static constexpr std::uint64_t mlp_stream = 0x67695F68656164ull;  // "gi_head"
 
-        /// Pooling weight of every entry of set b: 1 (sum) or 1/|S_b| (mean; unused when empty).
-        T weight(index_t b) const {
-            const index_t n = offsets_[static_cast<std::size_t>(b) + 1] - offsets_[static_cast<std::size_t>(b)];
-            return pooling_ == GiPooling::sum || n == 0 ? T(1) : T(1) / static_cast<T>(n);
+        /// Pooling weight of a set of n entries: 1 (sum) or 1/n (mean; unused when empty).
+        T weight(index_t n) const { return pooling_ == GiPooling::sum || n == 0 ? T(1) : T(1) / static_cast<T>(n); }
+        ops::SegmentPool<T> pool() const {
+            return {offsets_.numel() - 1, d_, offsets_.data(), entry_rows_.data(), weights_.data(), false};
         }
 
         index_t d_ = 0;
         GiPooling pooling_ = GiPooling::mean;
         // Saved by forward.
         PerturbedRows<T, B> layout_;
-        std::vector<index_t> offsets_, entry_rows_;
+        Tensor<index_t, B> offsets_, entry_rows_;
+        Tensor<T, B> weights_;
     };
 };
 

@@ -10,11 +10,12 @@
 #include <string>
 #include <utility>
 #include <vector>
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"
 #include "celltx/nn/mlp.hpp"
 #include "celltx/policies/cgt_config.hpp"
-#include "celltx/policies/perturbation/perturbation_batch.hpp"
+#include "celltx/core/ragged.hpp"
 #include "celltx/policies/perturbation/perturbed_rows.hpp"
 
 namespace celltx {
@@ -25,8 +26,6 @@ struct GeneSetReadout {
 
     template <Scalar T, Backend B = cpu>
     class module {
-        static_assert(!B::is_device, "GeneSetReadout: only the CPU backend is implemented");
-
     public:
         module() = default;
         explicit module(const CgtConfig& cfg)
@@ -34,7 +33,7 @@ struct GeneSetReadout {
               num_genes_(cfg.num_genes) {}
 
         void set_gene_sets(GeneSetList sets) {
-            sets.validate(num_genes_);
+            sets.validate(num_genes_, "GeneSetList");
             sets_ = std::move(sets);
         }
         const GeneSetList& gene_sets() const noexcept { return sets_; }
@@ -48,19 +47,24 @@ struct GeneSetReadout {
                     rows.batch, d, Bn);
             require(rows.num_genes == num_genes_, "GeneSetReadout: rows over {} genes, the sets index {} genes", rows.num_genes, num_genes_);
             layout_ = rows.without_values();
-            entry_rows_.resize(sets_.genes.size() * static_cast<std::size_t>(Bn));
-            Tensor<T, B> pooled(Shape{Bn * m, d});
+            // Segment (b, s) pools the rows of sample b holding the genes of set s, weight 1/|G_s|.
+            const std::size_t entries = sets_.indices.size();
+            std::vector<index_t> offsets(static_cast<std::size_t>(Bn * m) + 1, 0), entry_rows(entries * static_cast<std::size_t>(Bn));
+            std::vector<T> weights(static_cast<std::size_t>(Bn * m));
             for (index_t b = 0; b < Bn; ++b)
                 for (index_t s = 0; s < m; ++s) {
-                    T* p = pooled.data() + (b * m + s) * d;
-                    const T w = weight(s);
-                    for (index_t e = sets_.offsets[static_cast<std::size_t>(s)]; e < sets_.offsets[static_cast<std::size_t>(s) + 1]; ++e) {
-                        const index_t r = rows.row_of(b, sets_.genes[static_cast<std::size_t>(e)]);
-                        entry_rows_[static_cast<std::size_t>(b) * sets_.genes.size() + static_cast<std::size_t>(e)] = r;
-                        const T* v = rows.values.data() + r * d;
-                        for (index_t c = 0; c < d; ++c) p[c] += w * v[c];
-                    }
+                    const std::size_t seg = static_cast<std::size_t>(b * m + s);
+                    offsets[seg + 1] = static_cast<index_t>(static_cast<std::size_t>(b) * entries) + sets_.offsets[static_cast<std::size_t>(s) + 1];
+                    weights[seg] = weight(s);
+                    for (index_t e = sets_.offsets[static_cast<std::size_t>(s)]; e < sets_.offsets[static_cast<std::size_t>(s) + 1]; ++e)
+                        entry_rows[static_cast<std::size_t>(b) * entries + static_cast<std::size_t>(e)] =
+                            rows.row_of(b, sets_.indices[static_cast<std::size_t>(e)]);
                 }
+            offsets_ = from_host<index_t, B>(offsets);
+            entry_rows_ = from_host<index_t, B>(entry_rows);
+            weights_ = from_host<T, B>(weights);
+            Tensor<T, B> pooled = Tensor<T, B>::uninitialized(Shape{Bn * m, d});
+            ops::segment_pool(B{}, pool(), rows.values.data(), pooled.data(), d);
             Tensor<T, B> y = mlp.forward(pooled.cview(), ctx);  // [B·m, 1]
             return std::move(y.reshape(Shape{Bn, m}));
         }
@@ -72,15 +76,7 @@ struct GeneSetReadout {
                     "GeneSetReadout::backward: dRows does not have the layout of the forward's rows");
             Tensor<T, B> dp(Shape{Bn * m, d});
             mlp.backward(dY.reshaped(Shape{Bn * m, 1}), dp.view());
-            for (index_t b = 0; b < Bn; ++b)
-                for (index_t s = 0; s < m; ++s) {
-                    const T* g = dp.data() + (b * m + s) * d;
-                    const T w = weight(s);
-                    for (index_t e = sets_.offsets[static_cast<std::size_t>(s)]; e < sets_.offsets[static_cast<std::size_t>(s) + 1]; ++e) {
-                        T* dst = dRows.values.data() + entry_rows_[static_cast<std::size_t>(b) * sets_.genes.size() + static_cast<std::size_t>(e)] * d;
-                        for (index_t c = 0; c < d; ++c) dst[c] += w * g[c];
-                    }
-                }
+            ops::segment_pool_backward(B{}, pool(), dp.data(), d, dRows.values.data());
         }
 
         template <class F>
@@ -98,11 +94,14 @@ struct GeneSetReadout {
             return n == 0 ? T(0) : T(1) / static_cast<T>(n);
         }
 
+        ops::SegmentPool<T> pool() const { return {offsets_.numel() - 1, d_, offsets_.data(), entry_rows_.data(), weights_.data(), false}; }
+
         index_t d_ = 0, num_genes_ = 0;
         GeneSetList sets_;
         // Saved by forward.
         PerturbedRows<T, B> layout_;
-        std::vector<index_t> entry_rows_;  // [B, entries of the sets]: the row each entry read
+        Tensor<index_t, B> offsets_, entry_rows_;  // segments (b, s); the row each entry of each sample read
+        Tensor<T, B> weights_;
     };
 };
 

@@ -12,12 +12,14 @@
 //  - names perturbation_head.cross_attn.{in_proj_weight,in_proj_bias,out_proj.*}, perturbation_head.mlp.{0,3}.*.
 #include <string>
 #include <vector>
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/parameter.hpp"
 #include "celltx/nn/attention.hpp"
 #include "celltx/nn/mlp.hpp"
 #include "celltx/policies/cgt_config.hpp"
-#include "celltx/policies/perturbation/perturbation_batch.hpp"
+#include "celltx/core/ragged.hpp"
+#include "celltx/policies/readout/cls_input.hpp"
 
 namespace celltx {
 
@@ -28,8 +30,6 @@ struct NonEquivariantHead {
 
     template <Scalar T, Backend B = cpu>
     class module {
-        static_assert(!B::is_device, "NonEquivariantHead: only the CPU backend is implemented");
-
     public:
         module() = default;
         explicit module(const CgtConfig& cfg)
@@ -49,29 +49,24 @@ struct NonEquivariantHead {
             const index_t d = d_, Bn = batch.batch_size();
             require(h_cls.numel() == d, "NonEquivariantHead: h_cls {} does not hold d = {} values", h_cls.shape(), d);
             require(H.rank() == 2 && H.size(1) == d, "NonEquivariantHead: H_genes {} is not [N, {}]", H.shape(), d);
-            batch.validate(H.size(0));
-            batch_ = batch;
+            batch.validate(H.size(0), "PerturbationBatch");
             num_genes_ = H.size(0);
-            Tensor<T, B> q(Shape{Bn, d});
-            for (index_t b = 0; b < Bn; ++b) {
-                const auto s = batch.set(b);
-                T* qb = q.data() + b * d;
-                for (index_t g : s)
-                    for (index_t c = 0; c < d; ++c) qb[c] += H.data()[g * d + c];
-                if (!s.empty())
-                    for (index_t c = 0; c < d; ++c) qb[c] /= static_cast<T>(s.size());
-            }
+            std::vector<T> weights(static_cast<std::size_t>(Bn));
+            for (index_t b = 0; b < Bn; ++b)
+                weights[static_cast<std::size_t>(b)] = batch.set_size(b) > 0 ? T(1) / static_cast<T>(batch.set_size(b)) : T(0);
+            offsets_ = from_host<index_t, B>(batch.offsets);
+            genes_ = from_host<index_t, B>(batch.indices);
+            weights_ = from_host<T, B>(weights);
+            Tensor<T, B> q = Tensor<T, B>::uninitialized(Shape{Bn, d});  // mean of H_genes[S_b]
+            ops::segment_pool(B{}, pool(), H.data(), q.data(), d);
             Tensor<T, B> z = cross_attn.forward_cross(q.cview(), H, ctx);  // [B, d]
-            Tensor<T, B> x = Tensor<T, B>::uninitialized(Shape{Bn, 2 * d});
-            for (index_t b = 0; b < Bn; ++b) {
-                std::copy_n(h_cls.data(), d, x.data() + b * 2 * d);
-                std::copy_n(z.data() + b * d, d, x.data() + b * 2 * d + d);
-            }
+            Tensor<T, B> x = readout_detail::broadcast_cls(h_cls, Bn, d);
+            ops::copy_2d(B{}, x.data() + d, 2 * d, z.data(), d, Bn, d);
             return mlp.forward(x.cview(), ctx);
         }
 
         void backward(ConstView<T, B> dY, TensorView<T, B> dh_cls, TensorView<T, B> dH) {
-            const index_t d = d_, Bn = batch_.batch_size();
+            const index_t d = d_, Bn = offsets_.numel() - 1;
             require(dY.shape() == (Shape{Bn, 1}), "NonEquivariantHead::backward: dY {} is not [{}, 1]", dY.shape(), Bn);
             if (dH.data())
                 require(dH.shape() == (Shape{num_genes_, d}), "NonEquivariantHead::backward: dH_genes {} is not [{}, {}]", dH.shape(),
@@ -79,22 +74,14 @@ struct NonEquivariantHead {
             Tensor<T, B> dx(Shape{Bn, 2 * d});
             mlp.backward(dY, dx.view());
             Tensor<T, B> dz = Tensor<T, B>::uninitialized(Shape{Bn, d});
-            for (index_t b = 0; b < Bn; ++b) std::copy_n(dx.data() + b * 2 * d + d, d, dz.data() + b * d);
+            ops::copy_2d(B{}, dz.data(), d, dx.data() + d, 2 * d, Bn, d);
             if (dh_cls.data()) {
                 require(dh_cls.numel() == d, "NonEquivariantHead::backward: dh_cls {} does not hold d = {} values", dh_cls.shape(), d);
-                for (index_t b = 0; b < Bn; ++b)
-                    for (index_t c = 0; c < d; ++c) dh_cls[c] += dx[b * 2 * d + c];
+                readout_detail::add_cls_gradient(dx, Bn, d, dh_cls);
             }
             Tensor<T, B> dq = dH.data() ? Tensor<T, B>(Shape{Bn, d}) : Tensor<T, B>();
             cross_attn.backward_cross(dz.cview(), dq.view(), dH);
-            if (!dH.data()) return;
-            for (index_t b = 0; b < Bn; ++b) {
-                const auto s = batch_.set(b);
-                if (s.empty()) continue;
-                const T w = T(1) / static_cast<T>(s.size());
-                for (index_t g : s)
-                    for (index_t c = 0; c < d; ++c) dH.data()[g * d + c] += w * dq[b * d + c];
-            }
+            if (dH.data()) ops::segment_pool_backward(B{}, pool(), dq.data(), d, dH.data());
         }
 
         template <class F>
@@ -120,8 +107,12 @@ struct NonEquivariantHead {
             return a;
         }
 
+        ops::SegmentPool<T> pool() const { return {offsets_.numel() - 1, d_, offsets_.data(), genes_.data(), weights_.data(), false}; }
+
         index_t d_ = 0, num_genes_ = 0;
-        PerturbationBatch batch_;  // saved by forward
+        // Saved by forward: the batch's sets and their mean weights.
+        Tensor<index_t, B> offsets_, genes_;
+        Tensor<T, B> weights_;
     };
 };
 

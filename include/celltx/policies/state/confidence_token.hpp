@@ -15,6 +15,7 @@
 #include "celltx/nn/confidence_head.hpp"
 #include "celltx/nn/init.hpp"
 #include "celltx/policies/state/option.hpp"
+#include "celltx/policies/state/state_config.hpp"
 
 namespace celltx {
 
@@ -23,9 +24,13 @@ namespace state_parts {
 template <Scalar T, Backend B = cpu>
 class ConfidenceTokenModule {
 public:
+    static constexpr std::uint64_t dropout_stream = 4;
+
     ConfidenceTokenModule() = default;
     ConfidenceTokenModule(index_t hidden, double dropout = 0.1, std::uint64_t stream = 0)
         : confidence_token(Shape{1, 1, hidden}), confidence_projection(hidden, dropout, stream), h_(hidden) {}
+    /// Width StateConfig::hidden, dropout StateConfig::dropout.
+    explicit ConfidenceTokenModule(const StateConfig& c) : ConfidenceTokenModule(c.hidden, c.dropout, dropout_stream) {}
 
     /// torch.randn for the token, nn defaults for the head.
     void reset_parameters(Generator& g) {
@@ -38,10 +43,8 @@ public:
         require(x.rank() == 3 && x.size(2) == h_, "ConfidenceToken: input {} is not [B, S, {}]", x.shape(), h_);
         const index_t sets = x.size(0), s = x.size(1);
         auto out = Tensor<T, B>::uninitialized(Shape{sets, s + 1, h_});
-        for (index_t b = 0; b < sets; ++b) {
-            storage_traits<B>::copy(out.data() + b * (s + 1) * h_, x.data() + b * s * h_, bytes(s * h_));
-            storage_traits<B>::copy(out.data() + (b * (s + 1) + s) * h_, confidence_token.value.data(), bytes(h_));
-        }
+        ops::copy_2d(B{}, out.data(), (s + 1) * h_, x.data(), s * h_, sets, s * h_);
+        ops::copy_2d(B{}, out.data() + s * h_, (s + 1) * h_, confidence_token.value.data(), index_t{0}, sets, h_);
         return out;
     }
 
@@ -50,11 +53,14 @@ public:
         require(dseq.rank() == 3 && dseq.size(2) == h_ && dseq.size(1) >= 1, "ConfidenceToken::backward_append: dseq {} is not [B, S+1, {}]",
                 dseq.shape(), h_);
         const index_t sets = dseq.size(0), s = dseq.size(1) - 1;
-        confidence_token.grad.zero();
-        for (index_t b = 0; b < sets; ++b) ops::accumulate(B{}, dseq.data() + (b * (s + 1) + s) * h_, confidence_token.grad.data(), h_);
+        Tensor<T, B> dtok = Tensor<T, B>::uninitialized(Shape{sets, h_});
+        ops::copy_2d(B{}, dtok.data(), h_, dseq.data() + s * h_, (s + 1) * h_, sets, h_);
+        ops::column_sum(B{}, dtok.data(), sets, h_, confidence_token.grad.data());
         if (!dx.data()) return;
         require(dx.shape() == (Shape{sets, s, h_}), "ConfidenceToken::backward_append: dx {} is not [{}, {}, {}]", dx.shape(), sets, s, h_);
-        for (index_t b = 0; b < sets; ++b) ops::accumulate(B{}, dseq.data() + b * (s + 1) * h_, dx.data() + b * s * h_, s * h_);
+        Tensor<T, B> dcells = Tensor<T, B>::uninitialized(dx.shape());
+        ops::copy_2d(B{}, dcells.data(), s * h_, dseq.data(), (s + 1) * h_, sets, s * h_);
+        ops::accumulate(B{}, dcells.data(), dx.data(), dcells.numel());
     }
 
     /// h [B, S+1, H] -> confidence [B, 1]; `cells` receives h[:, :S] as [B, S, H].
@@ -63,10 +69,8 @@ public:
         const index_t sets = h.size(0), s = h.size(1) - 1;
         cells = Tensor<T, B>::uninitialized(Shape{sets, s, h_});
         auto tok = Tensor<T, B>::uninitialized(Shape{sets, h_});
-        for (index_t b = 0; b < sets; ++b) {
-            storage_traits<B>::copy(cells.data() + b * s * h_, h.data() + b * (s + 1) * h_, bytes(s * h_));
-            storage_traits<B>::copy(tok.data() + b * h_, h.data() + (b * (s + 1) + s) * h_, bytes(h_));
-        }
+        ops::copy_2d(B{}, cells.data(), s * h_, h.data(), (s + 1) * h_, sets, s * h_);
+        ops::copy_2d(B{}, tok.data(), h_, h.data() + s * h_, (s + 1) * h_, sets, h_);
         return confidence_projection.forward(tok.cview(), ctx);
     }
 
@@ -79,10 +83,8 @@ public:
         Tensor<T, B> dtok(Shape{sets, h_});
         confidence_projection.backward(dconf, dtok.view());
         auto dh = Tensor<T, B>::uninitialized(Shape{sets, s + 1, h_});
-        for (index_t b = 0; b < sets; ++b) {
-            storage_traits<B>::copy(dh.data() + b * (s + 1) * h_, dcells.data() + b * s * h_, bytes(s * h_));
-            storage_traits<B>::copy(dh.data() + (b * (s + 1) + s) * h_, dtok.data() + b * h_, bytes(h_));
-        }
+        ops::copy_2d(B{}, dh.data(), (s + 1) * h_, dcells.data(), s * h_, sets, s * h_);
+        ops::copy_2d(B{}, dh.data() + s * h_, (s + 1) * h_, dtok.data(), h_, sets, h_);
         return dh;
     }
 
@@ -96,7 +98,6 @@ public:
     nn::ConfidenceHead<T, B> confidence_projection;
 
 private:
-    static std::size_t bytes(index_t n) { return static_cast<std::size_t>(n) * sizeof(T); }
     index_t h_ = 0;
 };
 

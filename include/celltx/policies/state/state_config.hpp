@@ -42,8 +42,8 @@ struct StateConfig {
     bool use_basal_projection = true;  ///< false: basal_encoder is one Linear (names basal_encoder.weight/bias)
     bool apply_relu = true;            ///< ReLU on the output: state applies it when predicting expression or without gene decoder
     // ---- options (used only when the model type lists the option)
-    index_t batch_dim = 0;                          ///< BatchEmbedding: number of batches
-    index_t gene_dim = 0;                           ///< GeneDecoder: number of genes
+    index_t batch_dim = 0;                          ///< number of batches (read by the BatchEmbedding option only)
+    index_t gene_dim = 0;                           ///< number of genes (read by the GeneDecoder option only)
     std::vector<index_t> decoder_hidden{1024, 1024, 512};
     double decoder_dropout = 0.1;
     bool detach_decoder = false;                    ///< the decoder loss does not train the model below it

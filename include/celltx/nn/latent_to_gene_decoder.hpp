@@ -1,5 +1,5 @@
 #pragma once
-// GeneDecoder: state's LatentToGeneDecoder (non-residual variant), which maps the model's latent
+// LatentToGeneDecoder: state's LatentToGeneDecoder (non-residual variant), which maps the model's latent
 // predictions to gene expression: for each hidden width h_k
 //   Linear(in, h_k), LayerNorm(h_k), GELU, Dropout(p)
 // then Linear(h_last, genes) and ReLU, as one nn.Sequential called `decoder`. state_dict names:
@@ -15,17 +15,21 @@
 
 namespace celltx::nn {
 
+/// The ops a LatentToGeneDecoder calls on backend B.
+template <class B, class T>
+concept LatentToGeneDecoderOps = LinearOps<B, T> && LayerNormOps<B, T> && ActivationOps<B, T> && DropoutOps<B, T>;
+
 template <Scalar T, Backend B = cpu>
-class GeneDecoder {
+class LatentToGeneDecoder {
 public:
-    GeneDecoder() = default;
-    GeneDecoder(index_t latent_dim, index_t gene_dim, const std::vector<index_t>& hidden_dims = {1024, 1024, 512},
+    LatentToGeneDecoder() = default;
+    LatentToGeneDecoder(index_t latent_dim, index_t gene_dim, const std::vector<index_t>& hidden_dims = {1024, 1024, 512},
                 double dropout = 0.1, std::uint64_t stream = 0)
         : relu_(ActivationKind::relu) {
-        require(latent_dim >= 1 && gene_dim >= 1, "GeneDecoder: needs positive sizes (latent {}, genes {})", latent_dim, gene_dim);
+        require(latent_dim >= 1 && gene_dim >= 1, "LatentToGeneDecoder: needs positive sizes (latent {}, genes {})", latent_dim, gene_dim);
         index_t in = latent_dim;
         for (std::size_t k = 0; k < hidden_dims.size(); ++k) {
-            require(hidden_dims[k] >= 1, "GeneDecoder: hidden width {} (layer {}) must be positive", hidden_dims[k], k);
+            require(hidden_dims[k] >= 1, "LatentToGeneDecoder: hidden width {} (layer {}) must be positive", hidden_dims[k], k);
             linears.emplace_back(in, hidden_dims[k]);
             norms.emplace_back(hidden_dims[k]);
             gelus_.emplace_back(ActivationKind::gelu);

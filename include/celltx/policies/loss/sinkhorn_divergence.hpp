@@ -1,6 +1,6 @@
 #pragma once
-// SinkhornLoss: geomloss' SamplesLoss("sinkhorn", p=2, blur, scaling, debias=True), uniform
-// weights, one value per set, exactly as ../shared/reference/state_ref.py builds it:
+// SinkhornDivergence: geomloss' SamplesLoss("sinkhorn", p=2, blur, scaling, debias=True), uniform
+// weights, one value per set, exactly as the State reference builds it (docs/state_transition.md):
 //  - cost C(u, v) = ½‖u − v‖² in the expanded form; ε = blur²; the ε schedule runs from diameter² down
 //    to blur² by factors scaling² (numpy.arange semantics, sinkhorn_epsilons), the diameter being the
 //    bounding-box diagonal of the WHOLE batch (x and y) unless given;
@@ -9,22 +9,22 @@
 //    (Cxy = C(x, y.detach()), Cyx = C(y, x.detach()), Cxx = C(x, x.detach()), Cyy = C(y, y.detach()));
 //  - loss_b = ⟨a, f_ba − f_aa⟩ + ⟨b, g_ab − g_bb⟩.
 // So backward is the reference's autograd gradient, NOT the full derivative of the value (the inner
-// iterations are detached). Soft-mins are blockwise log-sum-exps (backend/cpu/pairwise.hpp): no N×M
+// iterations are detached). Soft-mins are blockwise log-sum-exps (ops::pairwise_softmin): no N×M
 // buffer unless SinkhornOptions::cost_cache_bytes allows caching the four squared-distance matrices
 // (which changes no bit of the result, only the work: the costs are then computed once per forward).
 // Deviation: the reference raises when the batch diameter is not finite (NaN inputs); here non-finite
 // coordinates are left out of the diameter, and a diameter of 0 runs the schedule from blur.
-// Contract as EnergyLoss: forward(x [B,N,D], y [B,M,D]) -> [B]; backward(dloss [B], dx, dy) ADDS.
+// Contract as EnergyDistance: forward(x [B,N,D], y [B,M,D]) -> [B]; backward(dloss [B], dx, dy) ADDS.
 #include <array>
 #include <cmath>
 #include <cstddef>
 #include <limits>
 #include <utility>
 #include <vector>
-#include "celltx/backend/cpu/pairwise.hpp"
+#include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/tensor.hpp"
-#include "celltx/policies/loss/energy_loss.hpp"
+#include "celltx/policies/loss/energy_distance.hpp"
 
 namespace celltx::loss {
 
@@ -70,19 +70,12 @@ inline std::vector<double> sinkhorn_epsilons(double diameter, double blur, doubl
 
 /// ‖max − min‖ of the bounding box of all points of x and y (every set), computed in T as the
 /// reference does; non-finite coordinates are ignored. 0 when there is no finite point.
-template <Scalar T>
-double sinkhorn_diameter(ConstView<T> x, ConstView<T> y) {
+template <Scalar T, Backend B>
+double sinkhorn_diameter(ConstView<T, B> x, ConstView<T, B> y) {
     const index_t d = x.shape().last();
     std::vector<T> lo(static_cast<std::size_t>(d), std::numeric_limits<T>::infinity());
     std::vector<T> hi(static_cast<std::size_t>(d), -std::numeric_limits<T>::infinity());
-    for (ConstView<T> v : {x, y})
-        for (index_t i = 0; i < v.numel(); ++i) {
-            const T c = v[i];
-            if (!std::isfinite(c)) continue;
-            auto k = static_cast<std::size_t>(i % d);
-            lo[k] = std::min(lo[k], c);
-            hi[k] = std::max(hi[k], c);
-        }
+    for (ConstView<T, B> v : {x, y}) ops::column_min_max(B{}, v.data(), v.shape().rows(), d, lo.data(), hi.data());
     double s = 0.0;
     for (std::size_t k = 0; k < lo.size(); ++k) {
         if (!(hi[k] >= lo[k])) continue;  // no finite coordinate on this axis
@@ -93,11 +86,11 @@ double sinkhorn_diameter(ConstView<T> x, ConstView<T> y) {
 }
 
 template <Scalar T, Backend B = cpu>
-class SinkhornLoss {
+class SinkhornDivergence {
 public:
-    explicit SinkhornLoss(SinkhornOptions o = {}) : opt_(o) {
-        require(o.block >= 1, "SinkhornLoss: block size {} must be positive", o.block);
-        require(o.blur > 0.0 && o.scaling > 0.0 && o.scaling < 1.0, "SinkhornLoss: need blur > 0 and 0 < scaling < 1 (got {}, {})",
+    explicit SinkhornDivergence(SinkhornOptions o = {}) : opt_(o) {
+        require(o.block >= 1, "SinkhornDivergence: block size {} must be positive", o.block);
+        require(o.blur > 0.0 && o.scaling > 0.0 && o.scaling < 1.0, "SinkhornDivergence: need blur > 0 and 0 < scaling < 1 (got {}, {})",
                 o.blur, o.scaling);
     }
 
@@ -110,14 +103,14 @@ public:
 
     /// Per-set loss [B] of x [B, N, D] (prediction) against y [B, M, D] (target).
     Tensor<T, B> forward(ConstView<T, B> x, ConstView<T, B> y, const Context& = {}) {
-        detail::check_sets("SinkhornLoss", x, y);
-        require(x.size(1) >= 1 && y.size(1) >= 1, "SinkhornLoss: empty set (x {}, y {})", x.shape(), y.shape());
+        detail::check_sets("SinkhornDivergence", x, y);
+        require(x.size(1) >= 1 && y.size(1) >= 1, "SinkhornDivergence: empty set (x {}, y {})", x.shape(), y.shape());
         x_ = Tensor<T, B>::copy_of(x);
         y_ = Tensor<T, B>::copy_of(y);
         sets_ = x.size(0);
         n_ = x.size(1);
         m_ = y.size(1);
-        diameter_ = opt_.diameter > 0.0 ? opt_.diameter : sinkhorn_diameter<T>(x, y);
+        diameter_ = opt_.diameter > 0.0 ? opt_.diameter : sinkhorn_diameter<T, B>(x, y);
         eps_ = sinkhorn_epsilons(diameter_ > 0.0 && std::isfinite(diameter_) ? diameter_ : opt_.blur, opt_.blur, opt_.scaling);
         fill_cache();
         const auto xy = pairs(XY), yx = pairs(YX), xx = pairs(XX), yy = pairs(YY);
@@ -125,18 +118,20 @@ public:
         const index_t bn = sets_ * n_, bm = sets_ * m_;
         const T a_log = static_cast<T>(std::log(1.0 / static_cast<double>(n_)));
         const T b_log = static_cast<T>(std::log(1.0 / static_cast<double>(m_)));
-        std::vector<T> f_ba(vsize(bn)), f_aa(vsize(bn)), g_ab(vsize(bm)), g_bb(vsize(bm));
-        std::vector<T> ft_ba(vsize(bn)), ft_aa(vsize(bn)), gt_ab(vsize(bm)), gt_bb(vsize(bm));
-        std::vector<T> ha(vsize(bn), a_log), hb(vsize(bm), b_log);
-        h_xy_.assign(vsize(bm), T(0));
-        h_yx_.assign(vsize(bn), T(0));
-        h_xx_.assign(vsize(bn), T(0));
-        h_yy_.assign(vsize(bm), T(0));
+        const auto vec = [](index_t n) { return Tensor<T, B>::uninitialized(Shape{n}); };
+        Tensor<T, B> f_ba = vec(bn), f_aa = vec(bn), g_ab = vec(bm), g_bb = vec(bm);
+        Tensor<T, B> ft_ba = vec(bn), ft_aa = vec(bn), gt_ab = vec(bm), gt_bb = vec(bm);
+        Tensor<T, B> ha = vec(bn), hb = vec(bm);
+        ops::fill(B{}, ha.data(), bn, a_log);
+        ops::fill(B{}, hb.data(), bm, b_log);
+        h_xy_ = vec(bm), h_yx_ = vec(bn), h_xx_ = vec(bn), h_yy_ = vec(bm);
 
         // h_j = log w_j + potential_j / ε: the soft-min's column weights.
-        auto shift = [](std::vector<T>& h, T w_log, const std::vector<T>& pot, T e) {
-            for (std::size_t j = 0; j < h.size(); ++j) h[j] = w_log + pot[j] / e;
+        auto shift = [](Tensor<T, B>& h, T w_log, const Tensor<T, B>& pot, T e) {
+            ops::shift_div(B{}, pot.data(), e, w_log, h.data(), h.numel());
         };
+        // f = ½(f + f̃): the symmetric averaging of the ε-annealing loop.
+        auto average = [](Tensor<T, B>& f, const Tensor<T, B>& ft) { ops::axpby(B{}, f.numel(), T(0.5), ft.data(), T(0.5), f.data()); };
         T e = static_cast<T>(eps_.front());
         ops::pairwise_softmin(B{}, yx, e, ha.data(), g_ab.data());
         ops::pairwise_softmin(B{}, xy, e, hb.data(), f_ba.data());
@@ -163,45 +158,45 @@ public:
         shift(h_yx_, a_log, f_ba, e);
         shift(h_xx_, a_log, f_aa, e);
         shift(h_yy_, b_log, g_bb, e);
-        lse_xy_.assign(vsize(bn), T(0));
-        lse_yx_.assign(vsize(bm), T(0));
-        lse_xx_.assign(vsize(bn), T(0));
-        lse_yy_.assign(vsize(bm), T(0));
+        lse_xy_ = vec(bn), lse_yx_ = vec(bm), lse_xx_ = vec(bn), lse_yy_ = vec(bm);
         ops::pairwise_softmin(B{}, xy, e, h_xy_.data(), f_ba.data(), lse_xy_.data());
         ops::pairwise_softmin(B{}, yx, e, h_yx_.data(), g_ab.data(), lse_yx_.data());
         ops::pairwise_softmin(B{}, xx, e, h_xx_.data(), f_aa.data(), lse_xx_.data());
         ops::pairwise_softmin(B{}, yy, e, h_yy_.data(), g_bb.data(), lse_yy_.data());
 
-        auto out = Tensor<T, B>::uninitialized(Shape{sets_});
+        // loss_b = ⟨a, f_ba − f_aa⟩ + ⟨b, g_ab − g_bb⟩: a few values per set, summed on the host.
+        const Tensor<T, cpu> fba = to_host(f_ba), faa = to_host(f_aa), gab = to_host(g_ab), gbb = to_host(g_bb);
+        std::vector<T> out(static_cast<std::size_t>(sets_));
         for (index_t b = 0; b < sets_; ++b) {
             double sf = 0.0, sg = 0.0;
-            for (index_t i = 0; i < n_; ++i) sf += static_cast<double>(f_ba[vsize(b * n_ + i)] - f_aa[vsize(b * n_ + i)]);
-            for (index_t j = 0; j < m_; ++j) sg += static_cast<double>(g_ab[vsize(b * m_ + j)] - g_bb[vsize(b * m_ + j)]);
-            out[b] = static_cast<T>(sf / static_cast<double>(n_) + sg / static_cast<double>(m_));
+            for (index_t i = 0; i < n_; ++i) sf += static_cast<double>(fba[b * n_ + i] - faa[b * n_ + i]);
+            for (index_t j = 0; j < m_; ++j) sg += static_cast<double>(gab[b * m_ + j] - gbb[b * m_ + j]);
+            out[static_cast<std::size_t>(b)] = static_cast<T>(sf / static_cast<double>(n_) + sg / static_cast<double>(m_));
         }
-        return out;
+        return from_host<T, B>(out);
     }
 
     /// ADDS the reference's gradient of L = Σ_b dloss_b·loss_b: through the last step's costs only.
     void backward(ConstView<T, B> dloss, TensorView<T, B> dx, TensorView<T, B> dy) {
-        require(dloss.numel() == sets_, "SinkhornLoss::backward: dloss {} for {} sets", dloss.shape(), sets_);
+        require(dloss.numel() == sets_, "SinkhornDivergence::backward: dloss {} for {} sets", dloss.shape(), sets_);
+        const Tensor<T, cpu> dl = to_host(dloss);
         std::vector<T> plus(vsize(sets_)), minus(vsize(sets_));
         auto coefs = [&](index_t count) {
             for (index_t b = 0; b < sets_; ++b) {
-                const double c = static_cast<double>(dloss[b]) / static_cast<double>(count);
+                const double c = static_cast<double>(dl[b]) / static_cast<double>(count);
                 plus[vsize(b)] = static_cast<T>(c);
                 minus[vsize(b)] = static_cast<T>(-c);
             }
         };
         if (dx.data()) {
-            require(dx.shape() == x_.shape(), "SinkhornLoss::backward: dx {} does not match x {}", dx.shape(), x_.shape());
+            require(dx.shape() == x_.shape(), "SinkhornDivergence::backward: dx {} does not match x {}", dx.shape(), x_.shape());
             coefs(n_);
             const auto xy = pairs(XY), xx = pairs(XX);
             ops::pairwise_softmin_grad(B{}, xy, e_, h_xy_.data(), lse_xy_.data(), plus.data(), dx.data());
             ops::pairwise_softmin_grad(B{}, xx, e_, h_xx_.data(), lse_xx_.data(), minus.data(), dx.data());
         }
         if (dy.data()) {
-            require(dy.shape() == y_.shape(), "SinkhornLoss::backward: dy {} does not match y {}", dy.shape(), y_.shape());
+            require(dy.shape() == y_.shape(), "SinkhornDivergence::backward: dy {} does not match y {}", dy.shape(), y_.shape());
             coefs(m_);
             const auto yx = pairs(YX), yy = pairs(YY);
             ops::pairwise_softmin_grad(B{}, yx, e_, h_yx_.data(), lse_yx_.data(), plus.data(), dy.data());
@@ -211,9 +206,6 @@ public:
 
 private:
     static std::size_t vsize(index_t n) { return static_cast<std::size_t>(n); }
-    static void average(std::vector<T>& f, const std::vector<T>& ft) {
-        for (std::size_t i = 0; i < f.size(); ++i) f[i] = T(0.5) * (f[i] + ft[i]);
-    }
 
     enum Which { XY, YX, XX, YY };
 
@@ -248,7 +240,7 @@ private:
     T e_ = 0;
     Tensor<T, B> x_, y_;
     std::array<Tensor<T, B>, 4> cache_;  ///< d2 of XY, YX, XX, YY (or empty)
-    std::vector<T> h_xy_, h_yx_, h_xx_, h_yy_, lse_xy_, lse_yx_, lse_xx_, lse_yy_;
+    Tensor<T, B> h_xy_, h_yx_, h_xx_, h_yy_, lse_xy_, lse_yx_, lse_xx_, lse_yy_;  // the extrapolation step's weights and LSEs
 };
 
 } // namespace celltx::loss
