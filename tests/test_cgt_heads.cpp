@@ -27,6 +27,7 @@
 #include "celltx/policies/readout/non_equivariant.hpp"
 #include "celltx/testing/compare.hpp"
 #include "celltx/testing/gradcheck.hpp"
+#include "celltx/testing/policy_gradcheck.hpp"
 
 using namespace celltx;
 using celltx::testing::random_tensor;
@@ -192,16 +193,9 @@ void expect_gradcheck(const testing::GradcheckResult& r, const std::string& what
     BOOST_TEST(r.max_error <= 1e-6, what << ": " << r.summary());
 }
 
-/// N(0, scale²) parameters (+1 on LayerNorm weights), so that zero biases hide nothing.
 template <class M>
 void randomise(M& m, std::uint64_t seed, double scale = 0.4) {
-    CounterRng rng(seed, 3);
-    std::uint64_t k = 0;
-    m.visit_parameters([&](std::string_view name, Parameter<double>& p) {
-        const bool norm_weight = name.find("norm") != std::string_view::npos && name.ends_with("weight");
-        for (index_t i = 0; i < p.numel(); ++i) p.value[i] = (norm_weight ? 1.0 : 0.0) + scale * rng.substream(k).normal(static_cast<std::uint64_t>(i));
-        ++k;
-    });
+    testing::randomize_parameters(m, seed, scale);
 }
 
 /// The batch of the gradient checks: a pair, one gene duplicated, an empty set, a triple sharing a
@@ -216,43 +210,14 @@ testing::GradcheckResult gradcheck_transform(RowNeedSet need, const GeneSetList*
     CrossAttentionTransform::module<double> tr(small_config(N, d, 2, dropout));
     randomise(tr, 11);
     Tensor<double> H = random_tensor(Shape{N, d}, 12);
-    const PerturbationBatch batch = check_batch();
-    PerturbedRows<double> layout;
-    return testing::gradcheck(
-        [&] {
-            layout = tr.forward(H.cview(), batch, need, sets, ctx);
-            return layout.values;
-        },
-        [&](ConstView<double> dy, std::vector<TensorView<double>>& dxs) {
-            PerturbedRows<double> d_rows = layout.zeros_like();
-            copy(dy, d_rows.values.view());
-            tr.backward(d_rows, dxs[0]);
-        },
-        {&H}, testing::parameters_of(tr));
+    return testing::gradcheck_transform(tr, H, check_batch(), need, sets, ctx);
 }
 
-/// Readout gradient check: inputs h_cls and the values of a PerturbedRows layout; dRows is
-/// pre-filled with the checker's input-gradient buffer, so accumulation is checked too.
+/// Readout gradient check on the check batch over N = 7 genes of width 8.
 template <class Readout>
 testing::GradcheckResult gradcheck_readout(typename Readout::template module<double>& head, RowNeedSet need, const GeneSetList* sets,
                                            const Context& ctx) {
-    const index_t N = 7, d = 8;
-    const PerturbationBatch batch = check_batch();
-    PerturbedRows<double> rows = PerturbedRows<double>::layout(batch, N, d, need, sets);
-    Tensor<double> values = random_tensor(rows.values.shape(), 21);
-    Tensor<double> h_cls = random_tensor(Shape{d}, 22);
-    return testing::gradcheck(
-        [&] {
-            rows.values = values;
-            return head.forward(h_cls.cview(), rows, batch, ctx);
-        },
-        [&](ConstView<double> dy, std::vector<TensorView<double>>& dxs) {
-            PerturbedRows<double> d_rows = rows.zeros_like();
-            copy(ConstView<double>(dxs[1]), d_rows.values.view());
-            head.backward(dy, dxs[0], d_rows);
-            copy(d_rows.values.cview(), dxs[1]);
-        },
-        {&h_cls, &values}, testing::parameters_of(head));
+    return testing::gradcheck_readout(head, check_batch(), 7, 8, need, sets, ctx);
 }
 
 } // namespace

@@ -1,6 +1,7 @@
 // Core types: shapes, tensors, views, the counter RNG, Linear (the reference layer) and the
 // gradient checker itself (it must catch broken backwards).
 #include <boost/test/unit_test.hpp>
+#include <limits>
 #include <cmath>
 #include <set>
 #include "celltx/core/concepts.hpp"
@@ -155,6 +156,41 @@ BOOST_AUTO_TEST_CASE(gradcheck_catches_unwritten_gradients_and_overwritten_input
     auto r2 = gradcheck_layer(b, x);
     BOOST_TEST(!r2.ok);
     BOOST_TEST(r2.max_error > 1e-3);
+}
+
+// The checker on hand-made cases: y = x² element-wise (dy/dx = 2x), with one defect each.
+BOOST_AUTO_TEST_CASE(gradcheck_fails_on_nan_and_wrong_gradients) {
+    Tensor<double> x = random_tensor(Shape{2, 3}, 8);
+    enum class Defect { none, nan_forward, nan_gradient, wrong_gradient, unwritten_gradient };
+    auto run = [&](Defect defect) {
+        return celltx::testing::gradcheck(
+            [&] {
+                Tensor<double> y(x.shape());
+                for (index_t i = 0; i < y.numel(); ++i) y[i] = x[i] * x[i];
+                if (defect == Defect::nan_forward) y[4] = std::numeric_limits<double>::quiet_NaN();
+                return y;
+            },
+            [&](ConstView<double> dy, std::vector<TensorView<double>>& dxs) {
+                for (index_t i = 0; i < dy.numel(); ++i) {
+                    if (defect == Defect::unwritten_gradient && i == 2) continue;  // adds nothing: dx keeps its pre-fill
+                    double g = 2.0 * x[i] * dy[i];
+                    if (defect == Defect::wrong_gradient && i == 3) g *= 1.5;
+                    if (defect == Defect::nan_gradient && i == 1) g = std::numeric_limits<double>::quiet_NaN();
+                    dxs[0][i] += g;
+                }
+            },
+            {&x}, {});
+    };
+    const auto ok = run(Defect::none);
+    BOOST_TEST(ok.ok, ok.summary());
+    BOOST_TEST(ok.max_error < 1e-8);
+    for (Defect d : {Defect::nan_forward, Defect::nan_gradient, Defect::wrong_gradient, Defect::unwritten_gradient}) {
+        const auto r = run(d);
+        BOOST_TEST(!r.ok, "defect " << static_cast<int>(d) << " passed: " << r.summary());
+        BOOST_TEST(!(r.max_error <= 1e-6), "defect " << static_cast<int>(d) << ": " << r.summary());
+    }
+    BOOST_TEST(!run(Defect::nan_forward).problems.empty());
+    BOOST_TEST(!run(Defect::nan_gradient).problems.empty());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

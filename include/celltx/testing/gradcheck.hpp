@@ -5,7 +5,8 @@
 //  2. pre-fills every input gradient with random values and subtracts them afterwards, which checks
 //     that backward ADDS into dx rather than overwriting it;
 //  3. compares every analytic gradient entry with a central finite difference in double.
-// The scalar loss is L = Σ R ∘ y for a fixed random R, so dL/dy = R.
+// The scalar loss is L = Σ R ∘ y for a fixed random R, so dL/dy = R. A non-finite forward output,
+// finite difference or analytic gradient fails the check (NaN never compares as a small error).
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -50,6 +51,14 @@ GradcheckResult gradcheck(Forward&& forward, Backward&& backward, std::vector<Te
     GradcheckResult res;
     CounterRng rng(opt.seed, 1);
     Tensor<double> y = forward();
+    for (index_t i = 0; i < y.numel(); ++i)
+        if (!std::isfinite(y[i])) {
+            res.ok = false;
+            res.max_error = std::numeric_limits<double>::infinity();
+            res.worst = fmt::format("output[{}] = {}", i, y[i]);
+            res.problems.push_back(fmt::format("the forward output holds {} at entry {}: nothing to check against", y[i], i));
+            return res;
+        }
     Tensor<double> R = Tensor<double>::uninitialized(y.shape());
     for (index_t i = 0; i < R.numel(); ++i) R[i] = 2.0 * rng.uniform(static_cast<std::uint64_t>(i)) - 1.0;
 
@@ -81,6 +90,8 @@ GradcheckResult gradcheck(Forward&& forward, Backward&& backward, std::vector<Te
         for (index_t i = 0; i < n; ++i)
             if (!std::isfinite(grad[i])) {
                 res.ok = false;
+                res.max_error = std::numeric_limits<double>::infinity();
+                res.worst = fmt::format("{}[{}] = {}", what, i, grad[i]);
                 res.problems.push_back(fmt::format("{}[{}] is {} after backward (unwritten or accumulated into a poisoned buffer)", what, i, grad[i]));
                 return;
             }
@@ -93,6 +104,13 @@ GradcheckResult gradcheck(Forward&& forward, Backward&& backward, std::vector<Te
             const double lm = loss();
             value[i] = v0;
             const double fd = (lp - lm) / (2.0 * opt.step);
+            if (!std::isfinite(fd)) {  // the loss went non-finite next to the point
+                res.ok = false;
+                res.max_error = std::numeric_limits<double>::infinity();
+                res.worst = fmt::format("{}[{}] (analytic {:.12g}, numeric {})", what, i, grad[i], fd);
+                res.problems.push_back(fmt::format("{}[{}]: the finite difference is {} (the loss is {} / {} at ±step)", what, i, fd, lp, lm));
+                return;
+            }
             const double err = std::abs(fd - grad[i]) / std::max({std::abs(fd), std::abs(grad[i]), opt.floor});
             if (err > res.max_error || res.worst.empty()) {
                 res.max_error = std::max(res.max_error, err);
@@ -105,7 +123,7 @@ GradcheckResult gradcheck(Forward&& forward, Backward&& backward, std::vector<Te
         Tensor<double> g = p->grad;  // forward() calls below may not touch it, but keep a copy anyway
         check(name, p->value, g);
     }
-    if (res.max_error > opt.tolerance) res.ok = false;
+    if (!(res.max_error <= opt.tolerance)) res.ok = false;
     return res;
 }
 

@@ -75,7 +75,7 @@ public:
     /// targets[t] for every task, in the order of the constructor -> rank-0 L.
     Tensor<T, B> forward(std::span<const TaskTarget<T, B>> targets, const Context& = {}) {
         require(targets.size() == tasks_.size(), "MultiTaskLoss: {} targets for {} tasks", targets.size(), tasks_.size());
-        grads_.assign(tasks_.size(), Tensor<T, B>{});
+        grads_.assign(tasks_.size(), Tensor<T, cpu>{});
         values_.assign(tasks_.size(), 0.0);
         labelled_.assign(tasks_.size(), 0);
         double total = 0.0;
