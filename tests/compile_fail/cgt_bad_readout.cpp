@@ -1,4 +1,4 @@
-// EXPECT: ReadoutPolicy
+// EXPECT: the expression '\(ReadoutPolicy<Readouts, T, B> && \.\.\.\) \[with Readouts = {celltx::GeneInteractionReadout, celltx::CrossAttentionTransform}
 // A Cell Graph Transformer whose readout slot holds the Type I transform (not a readout: it declares
 // no RowNeed and reads H_genes, not H_pert rows): the ReadoutPolicy concept must reject it.
 #include "celltx/models/cell_graph_transformer.hpp"

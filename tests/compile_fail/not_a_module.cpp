@@ -1,4 +1,4 @@
-// EXPECT: ParameterVisitable
+// EXPECT: required for the satisfaction of 'ParameterVisitable<M, T, B>' \[with M = NotAModule
 // A type without visit_parameters is not a module: parameter_count must reject it by concept name.
 #include "celltx/core/concepts.hpp"
 

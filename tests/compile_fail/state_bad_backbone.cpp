@@ -1,4 +1,4 @@
-// EXPECT: BackbonePolicy
+// EXPECT: required for the satisfaction of 'BackbonePolicy<Backbone, T, B>' \[with Backbone = celltx::EnergyLoss
 // A State Transition model whose backbone slot holds a loss policy: the BackbonePolicy concept
 // must reject it (the policies are given in the wrong order).
 #include "celltx/models/state_transition.hpp"
