@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <map>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 #include <fmt/core.h>
@@ -157,13 +158,9 @@ int main(int argc, char** argv) try {
     const double sd = std::sqrt(var / static_cast<double>(train.size()));
 
     auto make_batch = [&](const std::vector<std::size_t>& idx, std::size_t s, std::size_t e, Tensor<float>& y) {
-        std::vector<std::vector<index_t>> sets;
         y = Tensor<float>(Shape{static_cast<index_t>(e - s), 1});
-        for (std::size_t q = s; q < e; ++q) {
-            sets.push_back(recs[idx[q]].genes);
-            y[static_cast<index_t>(q - s)] = static_cast<float>((recs[idx[q]].label - mean) / sd);
-        }
-        return PerturbationBatch::from_sets(sets);
+        for (std::size_t q = s; q < e; ++q) y[static_cast<index_t>(q - s)] = static_cast<float>((recs[idx[q]].label - mean) / sd);
+        return io::gi_batch(recs, std::span<const std::size_t>(idx).subspan(s, e - s));
     };
     // Held-out evaluation: one forward (the encoder runs once; Type I only on the perturbed rows).
     auto evaluate = [&](const std::vector<std::size_t>& idx) {

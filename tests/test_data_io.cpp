@@ -455,4 +455,15 @@ BOOST_AUTO_TEST_CASE(malformed_files_name_the_file_and_line) {
     expect_io_error([&] { GeneUniverse::from_gff(p); }, p, 2, "gene feature without an ID");
 }
 
+BOOST_AUTO_TEST_CASE(gi_records_become_perturbation_batches) {
+    std::vector<io::GiRecord> recs{{{4, 9}, 0.1}, {{7}, -0.2}, {{2, 2, 5}, 0.0}};
+    const std::vector<std::size_t> pick{2, 0};
+    const PerturbationBatch b = io::gi_batch(recs, pick);
+    BOOST_TEST((b.offsets == std::vector<index_t>{0, 3, 5}));
+    BOOST_TEST((b.indices == std::vector<index_t>{2, 2, 5, 4, 9}));
+    BOOST_TEST(io::gi_batch(recs).batch_size() == 3);
+    const std::vector<std::size_t> bad{3};
+    BOOST_CHECK_THROW(io::gi_batch(recs, bad), ShapeError);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,7 +1,7 @@
 #pragma once
 // A gene graph as a CSR adjacency over the N genes of a universe: row i lists the columns j of the
 // edges i -> j, sorted and unique. Semantics of the graph-regularised attention
-// (spec/cell_graph_transformer.md): edges are directed as given and duplicates count once;
+// (docs/cell_graph_transformer.md): edges are directed as given and duplicates count once;
 // GraphOptions can add the reverse of every edge (symmetrise) and a self-loop on every row (the
 // reference data path does, so every row has degree >= 1). A is binary; the regulariser's target
 // is Ã = A / (rowsum(A) + 1e-10), computed in T exactly as PyTorch does in that dtype.

@@ -12,9 +12,11 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+#include "celltx/core/ragged.hpp"
 #include "celltx/io/gene_universe.hpp"
 #include "celltx/io/text_reader.hpp"
 
@@ -34,6 +36,23 @@ struct GiLabels {
     std::vector<GiRecord> records;
     MappingReport report;  ///< records = lines, kept = records returned
 };
+
+/// The perturbation sets of records[positions[i]], in that order, as one batch for a CGT.
+inline PerturbationBatch gi_batch(const std::vector<GiRecord>& records, std::span<const std::size_t> positions) {
+    PerturbationBatch b;
+    b.offsets.reserve(positions.size() + 1);
+    for (std::size_t p : positions) {
+        require(p < records.size(), "gi_batch: position {} out of range for {} records", p, records.size());
+        b.push_back(records[p].genes);
+    }
+    return b;
+}
+/// Every record's perturbation set, in file order.
+inline PerturbationBatch gi_batch(const std::vector<GiRecord>& records) {
+    PerturbationBatch b;
+    for (const GiRecord& r : records) b.push_back(r.genes);
+    return b;
+}
 
 namespace gi_detail {
 inline bool all_digits(std::string_view s) {

@@ -1,6 +1,6 @@
 #pragma once
 // CellGraphTransformer<T, B, Embedding, Encoder, Perturbation, Readouts...>: the equivariant Cell Graph
-// Transformer (spec cell_graph_transformer.md; cgt_ref.py CGTRef), composed at compile time from
+// Transformer (docs/cell_graph_transformer.md), composed at compile time from
 // policies and sized at run time by a CgtConfig:
 //   Embedding     GeneEmbedding                                         (EmbeddingPolicy)
 //   Encoder       PostNormEncoder, regularised by graph_regularizer()   (EncoderPolicy)

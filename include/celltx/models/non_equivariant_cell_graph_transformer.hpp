@@ -1,6 +1,6 @@
 #pragma once
 // NonEquivariantCellGraphTransformer<T, B, Embedding, Encoder, Head>: the non-equivariant CGT
-// (torchcell cell_graph_transformer.py; cgt_ref.py CGTRef encoder + NonEqHead) as its own
+// (torchcell's non-equivariant model; docs/cell_graph_transformer.md) as its own
 // composition: the same embedding, encoder and graph-regularised attention as CellGraphTransformer,
 // and no Type I transform: the head (NonEquivariantHeadPolicy, e.g. NonEquivariantHead) reads H_genes.
 //   ŷ_b = MLP([h_CLS ‖ MHA(mean of H_genes[S_b] -> all N gene rows)])

@@ -1,5 +1,5 @@
 #pragma once
-// MultiHeadAttention: projections + memory-efficient attention (backend/cpu/attention.hpp) + output
+// MultiHeadAttention: projections + memory-efficient attention (ops::attention_forward / backward) + output
 // projection, with the parameter names of the PyTorch / Hugging Face modules it replaces:
 //  - separate: q_proj, k_proj, v_proj, out_proj (.weight [out,in], .bias)        — CGT encoder layer
 //  - packed:   in_proj_weight [(hq+2hkv)·dh, d], in_proj_bias, out_proj.*        — nn.MultiheadAttention

@@ -1,5 +1,5 @@
 #pragma once
-// PostNormEncoderLayer: the CGT encoder layer (cgt_ref.py EncoderLayer), POST-LayerNorm:
+// PostNormEncoderLayer: the CGT encoder layer (the PyTorch reference's EncoderLayer; docs/cell_graph_transformer.md), POST-LayerNorm:
 //   x = LN1(x + Dropout(out_proj(attn(x))));  x = LN2(x + Dropout(FFN(x)))
 // attn = MultiHeadAttention (separate q/k/v/out_proj with bias, memory-efficient, dropout on the
 // probabilities); FFN = Mlp(d, d, 4d, 2, p, gelu) (Linear → exact GELU → Dropout → Linear).

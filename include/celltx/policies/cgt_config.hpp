@@ -1,5 +1,5 @@
 #pragma once
-// CgtConfig: the runtime sizes and options of the Cell Graph Transformer (cgt_ref.py CGTRef), shared
+// CgtConfig: the runtime sizes and options of the Cell Graph Transformer (docs/cell_graph_transformer.md), shared
 // by every CGT policy module (embedding, encoder, perturbation transform, readouts). Sizes are
 // runtime values so that one compiled model serves any gene universe.
 #include <cstdint>

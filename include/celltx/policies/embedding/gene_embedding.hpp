@@ -1,5 +1,5 @@
 #pragma once
-// GeneEmbedding: the CGT embedding policy (spec "Encoder"): X = [cls; E] ∈ R^{(N+1)×d}, CLS at row 0,
+// GeneEmbedding: the CGT embedding policy (docs/cell_graph_transformer.md): X = [cls; E] ∈ R^{(N+1)×d}, CLS at row 0,
 // no positional encoding.
 //  - Learned (cfg.gene_feature_dim == 0): E = gene_embedding.weight [N, d] ~ N(0, 0.02).
 //  - Precomputed gene features F [N, f] (cfg.gene_feature_dim = f, set_gene_features()): the features

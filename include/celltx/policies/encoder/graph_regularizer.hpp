@@ -1,6 +1,6 @@
 #pragma once
-// GraphRegularizer: the CGT's graph-regularised attention (spec "Graph-regularised attention",
-// cgt_ref.py CGTRef.graph_reg), computed from a memory-efficient attention without any T×T matrix.
+// GraphRegularizer: the CGT's graph-regularised attention (docs/cell_graph_transformer.md,
+// "graph-regularised attention"), computed from a memory-efficient attention without any T×T matrix.
 //  - K graphs over the N genes, stored as CSR (duplicates collapse) with Ã = A / (rowsum + 1e-10);
 //    graph k has an assignment (layers, head, λ_k).
 //  - Rows: row_rate r < 1 draws m = ⌊r·N⌋ rows uniformly without replacement among the rows of

@@ -1,5 +1,5 @@
 #pragma once
-// PostNormEncoder: the CGT encoder policy (spec "Encoder"): L PostNormEncoderLayers over the N+1
+// PostNormEncoder: the CGT encoder policy (docs/cell_graph_transformer.md): L PostNormEncoderLayers over the N+1
 // tokens [CLS, genes], no final norm, optionally graph-regularised (GraphRegularizer).
 //  - module<T,B>(cfg): cfg.num_layers layers of width cfg.d_model, cfg.num_heads heads, cfg.dropout
 //    (an nn::PostNormEncoderStack);

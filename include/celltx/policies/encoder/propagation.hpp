@@ -1,5 +1,5 @@
 #pragma once
-// Propagation: the seed's "future direction" (equivariant_cell_graph_transformer.md, "Enabling
+// Propagation: the design's "future direction" (docs/cell_graph_transformer.md, "Enabling
 // Propagation Layers"): n PostNormEncoderLayers applied to EACH sample's H_pert after the Type I
 // transform, self-attention over all N gene rows of that sample (the B samples are B independent
 // items of one batched attention). PyTorch would need B·H·N² probabilities per layer (357 GB at

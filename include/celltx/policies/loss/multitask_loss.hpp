@@ -1,5 +1,5 @@
 #pragma once
-// MultiTaskLoss: the CGT phenotype loss over several tasks with missing labels (spec "Multi-task
+// MultiTaskLoss: the CGT phenotype loss over several tasks with missing labels (docs/cell_graph_transformer.md, "multi-task
 // loss"): L = Σ_t w_t · (1/|L_t|) Σ_{b ∈ L_t} ℓ_t(b), where ℓ_t(b) is the mean over the labelled
 // outputs of sample b of ℓ(ŷ − y) (MSE: r², log-cosh: log cosh r), and L_t is the set of samples with
 // at least one labelled output. An output is labelled when its label is not NaN and the optional

@@ -1,5 +1,5 @@
 #pragma once
-// SetLoss: the State Transition model's main loss (state_ref.py st_loss). Flat [B·S, D] predictions
+// SetLoss: the State Transition model's main loss (State's st_loss; docs/state_transition.md). Flat [B·S, D] predictions
 // and targets are viewed as B sets of S cells; the per-set distribution loss ('energy', 'sinkhorn',
 // or 'combined' = sinkhorn_weight·sinkhorn + energy_weight·energy, state's "se") is reduced by a
 // nan-mean over the sets: sets whose loss is NaN leave the mean and get zero gradient; if every set

@@ -1,6 +1,6 @@
 #pragma once
-// CrossAttentionTransform: the CGT Type I perturbation transform (spec "Type I"; cgt_ref.py
-// PerturbationTransform), computing only the rows of H_pert the readouts ask for.
+// CrossAttentionTransform: the CGT Type I perturbation transform (docs/cell_graph_transformer.md;
+// the reference's PerturbationTransform), computing only the rows of H_pert the readouts ask for.
 // For each sample b and each requested gene row h_g:
 //   a = CrossAttn(h_g; keys = values = H_genes[S_b])   (nn.MultiheadAttention math, packed in_proj)
 //   x = LN1(h_g + Dropout(a));   H_pert[b, g] = LN2(x + Dropout(FFN(x)))
@@ -62,7 +62,7 @@ struct CrossAttentionTransform {
         index_t num_heads() const noexcept { return heads_; }
         double dropout() const noexcept { return p_; }
 
-        /// cgt_ref's init: xavier_uniform in_proj_weight, zero in_proj_bias, out_proj as nn.Linear with
+        /// The reference's init: xavier_uniform in_proj_weight, zero in_proj_bias, out_proj as nn.Linear with
         /// its bias zeroed (nn.MultiheadAttention), LayerNorms (1, 0), FFN Linears as nn.Linear.
         void reset_parameters(Generator& g) {
             init::xavier_uniform(in_proj_weight.value, g, 3 * d_, d_);

@@ -1,6 +1,6 @@
 #pragma once
 // WithPropagation<Inner, Prop>: a perturbation policy that runs Inner's Type I transform over every
-// row of H_pert, then Prop's layers (self-attention over the N rows of each sample, the seed's
+// row of H_pert, then Prop's layers (self-attention over the N rows of each sample, the design's
 // "propagation layers"; memory-efficient, O(B·N·d)). Presence is the type; the number of layers is
 // CgtConfig::propagation_layers, read by Prop's module only (0: the identity).
 //  - forward(H_genes, batch, need, sets, ctx) -> all rows, propagated; backward(dRows, dH_genes);

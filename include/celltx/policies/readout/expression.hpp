@@ -1,5 +1,5 @@
 #pragma once
-// ExpressionReadout: the equivariant Type II readout (spec "Expression"): one MLP shared by every
+// ExpressionReadout: the equivariant Type II readout (docs/cell_graph_transformer.md, readouts): one MLP shared by every
 // gene row, ŷ[b, g] = MLP(H_pert[b, g]) with MLP = Linear(d,d) → ReLU → Dropout → Linear(d, out),
 // out = cfg.expression_outputs. It reads all N rows.
 //  - forward(h_cls (unused), rows (all-rows layout), batch, ctx) -> [B, N] (out == 1) or [B, N, out];

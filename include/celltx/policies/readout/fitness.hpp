@@ -1,5 +1,5 @@
 #pragma once
-// FitnessReadout: an invariant Type II readout (spec "Fitness / scalar phenotype"): it reads all N
+// FitnessReadout: an invariant Type II readout (docs/cell_graph_transformer.md, readouts): it reads all N
 // rows of each sample, pools them by their mean and predicts ŷ_b = MLP([h_CLS ‖ mean_g H_pert[b, g]])
 // with MLP = Linear(2d,d) → ReLU → Dropout → Linear(d, cfg.fitness_outputs).
 //  - forward(h_cls [d], rows (all-rows layout), batch, ctx) -> [B, out];

@@ -1,5 +1,5 @@
 #pragma once
-// GeneInteractionReadout: the CGT Type II gene-interaction head (cgt_ref.py GIHead). It reads only
+// GeneInteractionReadout: the CGT Type II gene-interaction head (the reference's GIHead; docs/cell_graph_transformer.md). It reads only
 // the perturbed rows: z_b = mean (legacy) or sum (CgtConfig::gi_pooling) of H_pert[b, S_b]
 // (duplicates count twice, an empty set gives 0), then ŷ_b = MLP([h_CLS ‖ z_b]) with
 // MLP = Linear(2d,d) → ReLU → Dropout → Linear(d,1).

@@ -1,5 +1,5 @@
 #pragma once
-// GeneSetReadout: the gene-set (morphology) Type II readout (spec "Gene-set"): for each of m gene
+// GeneSetReadout: the gene-set (morphology) Type II readout (docs/cell_graph_transformer.md, readouts): for each of m gene
 // sets G_s (e.g. GO-slim terms) p[b, s] = mean_{g ∈ G_s} H_pert[b, g] (an empty set pools to 0,
 // a duplicate counts twice), then one MLP shared by the sets, ŷ[b, s] = MLP(p[b, s]) with
 // MLP = Linear(d,d) → ReLU → Dropout → Linear(d,1). It reads only the genes of its sets.

@@ -1,5 +1,5 @@
 #pragma once
-// NonEquivariantHead: the head of the non-equivariant CGT (cell_graph_transformer.py; cgt_ref.py
+// NonEquivariantHead: the head of the non-equivariant CGT (torchcell's non-equivariant model; the reference's
 // NonEqHead). It replaces Type I + Type II: it reads H_genes itself, not H_pert, so a model built
 // with it has no perturbation transform (marker: `reads_h_genes`, concept NonEquivariantHeadPolicy).
 //   q_b = mean of H_genes[S_b] (duplicates count twice; 0 for an empty set)
@@ -26,7 +26,7 @@ namespace celltx {
 struct NonEquivariantHead {
     static constexpr const char* name = "NonEquivariantHead";
     static constexpr bool reads_h_genes = true;  // composed without a perturbation transform
-    static constexpr index_t num_heads = 4;      // fixed in cell_graph_transformer.py
+    static constexpr index_t num_heads = 4;      // fixed in torchcell's model
 
     template <Scalar T, Backend B = cpu>
     class module {

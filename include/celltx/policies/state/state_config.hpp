@@ -1,6 +1,6 @@
 #pragma once
 // StateConfig: the runtime sizes and switches of a State Transition model (state's
-// StateTransitionPerturbationModel kwargs; ../shared/spec/state_transition.md). What is compiled in
+// StateTransitionPerturbationModel kwargs; docs/state_transition.md). What is compiled in
 // (backbone family, loss, options) is the model's template arguments; everything here is data, so
 // one compiled model serves any gene count, width or depth. Presets: state_sm, state, pertsets.
 #include <cstdint>
@@ -12,7 +12,7 @@
 
 namespace celltx {
 
-/// Where the model predicts, and so how the residual is added (spec "Head").
+/// Where the model predicts, and so how the residual is added (docs/state_transition.md).
 enum class OutputSpace {
     gene,    ///< expression or embedding; residual in hidden space: project_out(h + basal_encoder(ctrl))
     latent,  ///< same arithmetic as gene (state distinguishes them only for the decoder)
