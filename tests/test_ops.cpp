@@ -1,6 +1,15 @@
-// The cross-backend op harness on the CPU backend (testing/op_harness.hpp): every op in float and
-// double against the float64 CPU reference and a naive implementation, every backward op against
-// finite differences, and the harness's list of ops against the ops backend/ops.hpp declares.
+// The cross-backend op harness (testing/op_harness.hpp) on the backends every machine has, one
+// ctest entry each, in one translation unit (the float64 reference and the naive implementations
+// are compiled once):
+//  - ops_cpu: every op in float and double against the float64 CPU reference and a naive
+//    implementation, every backward op against finite differences, the harness's list of ops
+//    against the ops backend/ops.hpp declares, and the harness itself on a broken backend;
+//  - ops_emulated_device (testing/emulated_device.hpp): device semantics above the backend, the
+//    CPU's kernels below. Every op runs through the harness, and both model families train on it
+//    with every option; since the kernels are the CPU's, every output, gradient and updated weight
+//    must be bit-identical to the CPU's. This proves that the models reach a device's memory only
+//    through ops and host staging: a real device backend needs nothing but its storage_traits and
+//    its ops::kernels.
 #include <boost/test/unit_test.hpp>
 #include <algorithm>
 #include <fstream>
@@ -8,9 +17,12 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include "celltx/testing/emulated_device.hpp"
+#include "celltx/testing/model_parity.hpp"
 #include "celltx/testing/op_harness.hpp"
 
 using namespace celltx;
+using celltx::testing::emulated_device;
 
 namespace {
 
@@ -83,6 +95,30 @@ BOOST_AUTO_TEST_CASE(the_harness_catches_a_wrong_kernel_and_a_missing_one) {
     for (const auto* c : r.failures()) failed.insert(c->op);
     BOOST_TEST((failed == std::set<std::string>{"column_sum"}), r.summary());
     BOOST_TEST((r.not_implemented == std::vector<std::string>{"scale_rows (float)"}), r.summary());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(ops_emulated_device)
+
+BOOST_AUTO_TEST_CASE(every_op_in_float_and_double) {
+    for (const auto& r : {testing::run_op_harness<emulated_device, float>(), testing::run_op_harness<emulated_device, double>()}) {
+        BOOST_TEST_MESSAGE(r.summary());
+        BOOST_TEST(r.ok(), r.summary());
+        BOOST_TEST(r.not_implemented.empty());
+    }
+}
+
+BOOST_AUTO_TEST_CASE(cgt_training_step_is_bit_identical_to_the_cpu) {
+    std::string where;
+    const double e = testing::compare_runs(testing::cgt_scenario<float, emulated_device>(), testing::cgt_scenario<float, cpu>(), &where);
+    BOOST_TEST(e == 0.0, "largest difference " << e << " at " << where);
+}
+
+BOOST_AUTO_TEST_CASE(state_training_step_is_bit_identical_to_the_cpu) {
+    std::string where;
+    const double e = testing::compare_runs(testing::state_scenario<float, emulated_device>(), testing::state_scenario<float, cpu>(), &where);
+    BOOST_TEST(e == 0.0, "largest difference " << e << " at " << where);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
