@@ -465,4 +465,44 @@ BOOST_AUTO_TEST_CASE(cell_eval_matches_scipy) {
                    .find("perturbation labels") != std::string::npos);
 }
 
+// A small synthetic screen for the perturbation_response command-line test (ctest entry
+// perturbation_response_cli): 640 cells × 24 genes of counts, perturbations control / A / B / C,
+// two batches; A raises genes 0-3, B lowers genes 4-7, C raises 8-11 in batch 1 only.
+BOOST_AUTO_TEST_CASE(writes_a_synthetic_screen) {
+    const index_t n = 640, G = 24;
+    Lcg g{2024};
+    io::AnnData<float> a;
+    Tensor<float> x(Shape{n, G});
+    std::vector<std::string> pert, batch;
+    const char* names[4] = {"control", "A", "B", "C"};
+    for (index_t i = 0; i < n; ++i) {
+        const int p = static_cast<int>(i % 4), b = static_cast<int>((i / 4) % 2);
+        pert.push_back(names[p]);
+        batch.push_back(b ? "b1" : "b0");
+        a.obs.index.push_back("cell" + std::to_string(i));
+        for (index_t j = 0; j < G; ++j) {
+            double mean = 2.0 + static_cast<double>(j % 5);
+            if (p == 1 && j < 4) mean *= 3.0;
+            if (p == 2 && j >= 4 && j < 8) mean *= 0.25;
+            if (p == 3 && b == 1 && j >= 8 && j < 12) mean *= 2.5;
+            // a count near `mean`: the sum of a few uniform draws
+            x(i, j) = static_cast<float>(std::floor(mean * static_cast<double>(g.next(1000) + g.next(1000)) / 1000.0));
+        }
+    }
+    a.X = io::Matrix<float>(io::CsrMatrix<float>::from_dense(x.cview()));
+    a.obs.index_name = "cell_id";
+    a.obs.set("perturbation", io::Column::categorical_from(pert));
+    a.obs.set("batch", io::Column::categorical_from(batch));
+    for (index_t j = 0; j < G; ++j) a.var.index.push_back("G" + std::to_string(j));
+    a.var.index_name = "gene";
+    a.uns["control_label"] = "control";
+    const fs::path dir = fs::path(CELLTX_TEST_OUTPUT_DIR) / "perturbation_response_cli";
+    fs::create_directories(dir);
+    io::write_h5ad(dir / "synthetic_screen.h5ad", a);
+    const io::PerturbSeqData<float> d = io::perturbseq_data(io::read_h5ad(dir / "synthetic_screen.h5ad"), {.batch_column = "batch"});
+    BOOST_TEST(d.perturbation_names == (std::vector<std::string>{"A", "B", "C", "control"}), boost::test_tools::per_element());
+    BOOST_TEST(d.control == 3);
+    BOOST_TEST(d.batch_names.size() == 2u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
