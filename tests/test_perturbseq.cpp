@@ -17,12 +17,16 @@
 #include <set>
 #include <string>
 #include <vector>
+#include "celltx/io/checkpoint.hpp"
 #include "celltx/io/h5ad.hpp"
 #include "celltx/io/perturbseq.hpp"
+#include "celltx/io/state_json.hpp"
 #include "celltx/models/state_baselines.hpp"
 #include "celltx/testing/gradcheck.hpp"
 #include "celltx/train/adam.hpp"
 #include "celltx/train/cell_eval.hpp"
+#include "celltx/train/lora.hpp"
+#include "celltx/train/perturbation_task.hpp"
 #include "celltx/train/set_sampler.hpp"
 
 using namespace celltx;
@@ -463,6 +467,120 @@ BOOST_AUTO_TEST_CASE(cell_eval_matches_scipy) {
     // mismatched inputs are errors
     BOOST_TEST(error_of([&] { train::cell_eval<double>({xr.cview(), lr}, {xp.cview().slice(0, 20), lp}, 0, ce_names, ce_genes); })
                    .find("perturbation labels") != std::string::npos);
+}
+
+// The State task under the shared trainer: sets and control pairings redrawn per epoch through
+// begin_epoch, a resume that continues bit-identically (N steps = N/2, save, load, N/2), the
+// validation score equal to cell-eval's pearson_delta, a LoRA parameter list that leaves the base
+// weights untouched, and StateConfig's JSON round trip.
+BOOST_AUTO_TEST_CASE(state_task_with_the_trainer) {
+    const index_t n = 96, G = 6;
+    Lcg g{99};
+    Tensor<float> x(Shape{n, G});
+    std::vector<index_t> pert, type(n, 0), batch;
+    for (index_t i = 0; i < n; ++i) {
+        pert.push_back(i % 4);  // 3 = control
+        batch.push_back((i / 4) % 2);
+        for (index_t j = 0; j < G; ++j)
+            x(i, j) = static_cast<float>(0.5 + 0.01 * static_cast<double>(g.next(100)) + (pert[i] == j % 3 && pert[i] != 3 ? 1.0 : 0.0));
+    }
+    const Tensor<float> table = io::PerturbationEncoding<float>::one_hot({"0", "1", "2", "3"}).table;
+    const train::PerturbationData<float> data{x.cview(), table.cview(), pert, type, batch, 3};
+    const auto [rest, held] = train::holdout_split(pert, 0.25, 5);
+    StateConfig c = small_config(G, 4);
+    using Model = StateTransition<float, cpu, LlamaBackbone, EnergyLoss>;
+    using Task = train::PerturbationTask<Model>;
+    train::TrainerOptions o;
+    o.epochs = 4;
+    o.batch_size = 3;
+    o.lr = 3e-3;
+    o.seed = 11;
+    auto fresh = [&](Model& m) {
+        Generator gen(7);
+        m.reset_parameters(gen);
+    };
+    // N steps straight
+    Model a(c);
+    fresh(a);
+    Task ta(a, data, rest, held, 4, 11);
+    train::Trainer<Task> tra(ta, o);
+    const std::int64_t N = tra.total_steps();
+    BOOST_TEST(N >= 8);
+    tra.fit_steps(N);
+    // N/2, checkpoint, a new model + trainer, load, N/2
+    const fs::path ck = scratch("state_task.safetensors");
+    Model b(c);
+    fresh(b);
+    {
+        Task tb(b, data, rest, held, 4, 11);
+        train::Trainer<Task> trb(tb, o);
+        trb.fit_steps(N / 2);
+        io::save_checkpoint(ck, b, io::state_config_to_json(c), trb);
+    }
+    Model b2(c);
+    fresh(b2);
+    Task tb2(b2, data, rest, held, 4, 11);
+    train::Trainer<Task> trb2(tb2, o);
+    io::load_checkpoint(ck, b2, trb2);
+    trb2.fit_steps(N - N / 2);
+    std::vector<float> wa, wb;
+    a.visit_parameters([&](const std::string&, Parameter<float>& p) { wa.insert(wa.end(), p.value.data(), p.value.data() + p.value.numel()); });
+    b2.visit_parameters([&](const std::string&, Parameter<float>& p) { wb.insert(wb.end(), p.value.data(), p.value.data() + p.value.numel()); });
+    BOOST_TEST(wa == wb);  // bit-identical
+    BOOST_TEST(tra.history().size() == trb2.history().size());
+    BOOST_TEST(tra.history().back().validation.pearson == trb2.history().back().validation.pearson);
+    // the sets are redrawn every epoch
+    ta.begin_epoch(0);
+    std::vector<index_t> e0 = ta.sampler().epoch(0, true)[0].cells, e1 = ta.sampler().epoch(1, true)[0].cells;
+    BOOST_TEST(e0 != e1);
+    // the validation Pearson is cell-eval's pearson_delta on the validation cells
+    std::vector<index_t> val_controls = train::control_cells(data, held);
+    const train::ControlMatcher vm(type, batch, val_controls, 11 ^ 0x7a11);
+    std::vector<index_t> perturbed;
+    for (index_t c2 : held)
+        if (pert[c2] != 3) perturbed.push_back(c2);
+    const Tensor<float> pred = train::predict_cells(a, data, perturbed, vm, 4);
+    Tensor<float> real = Tensor<float>::uninitialized(Shape{static_cast<index_t>(perturbed.size() + val_controls.size()), G});
+    Tensor<float> predc = real;
+    std::vector<index_t> labels;
+    for (std::size_t i = 0; i < perturbed.size(); ++i) {
+        std::copy_n(x.data() + perturbed[i] * G, G, real.data() + static_cast<index_t>(i) * G);
+        std::copy_n(pred.data() + static_cast<index_t>(i) * G, G, predc.data() + static_cast<index_t>(i) * G);
+        labels.push_back(pert[perturbed[i]]);
+    }
+    for (std::size_t i = 0; i < val_controls.size(); ++i) {
+        const index_t r = static_cast<index_t>(perturbed.size() + i);
+        std::copy_n(x.data() + val_controls[i] * G, G, real.data() + r * G);
+        std::copy_n(x.data() + val_controls[i] * G, G, predc.data() + r * G);
+        labels.push_back(3);
+    }
+    const auto ce = train::cell_eval<float>({real.cview(), labels}, {predc.cview(), labels}, 3, {"0", "1", "2", "3"},
+                                            {"g0", "g1", "g2", "g3", "g4", "g5"}, {.differential_expression = false});
+    const train::Evaluation ev = ta.validate(train::LabelScaler{});
+    const double pooled = train::regression_metrics(ev.prediction, ev.truth).pearson;
+    BOOST_TEST(pooled == ce.summary()[0].second, boost::test_tools::tolerance(1e-9));
+
+    // LoRA: with the trainer limited to the adapters and the layers outside the backbone, the base stays
+    Generator lora_init(3);
+    apply_lora(a, {.rank = 2, .alpha = 4.0}, lora_init);
+    std::map<std::string, std::vector<float>> before;
+    a.visit_parameters([&](const std::string& name, Parameter<float>& p) { before[name].assign(p.value.data(), p.value.data() + p.value.numel()); });
+    Task tl(a, data, rest, held, 4, 12);
+    train::Trainer<Task> trl(tl, o, train::lora_trainable_parameters<float>(a));
+    trl.fit_steps(4);
+    a.visit_parameters([&](const std::string& name, Parameter<float>& p) {
+        const bool same = std::equal(p.value.data(), p.value.data() + p.value.numel(), before.at(name).data());
+        BOOST_TEST(same == (name.starts_with("transformer_backbone.") && !is_lora_parameter(name)), name);
+    });
+
+    // StateConfig through JSON
+    c.backbone.kv_heads = 1;
+    c.l1_lambda = 0.25;
+    const StateConfig back = io::state_config_from_json(io::state_config_to_json(c), "test");
+    BOOST_TEST(io::state_config_to_json(back) == io::state_config_to_json(c));
+    nlohmann::json broken = io::state_config_to_json(c);
+    broken["backbone"].erase("num_attention_heads");
+    BOOST_TEST(error_of([&] { io::state_config_from_json(broken, "cfg.json"); }).find("backbone.num_attention_heads") != std::string::npos);
 }
 
 // A small synthetic screen for the perturbation_response command-line test (ctest entry

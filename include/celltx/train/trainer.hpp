@@ -13,6 +13,11 @@
 //           validation Pearson (a NaN is never best), early stopping after `patience` epochs without
 //           an improvement larger than `min_delta`, then on_epoch_end(record) (checkpoints, CSV).
 // Labels are z-scored with a LabelScaler fitted on the training labels at construction.
+// Optional hooks of the model: begin_epoch(e) is called before the first step of every epoch e
+// (also after a resume), for data redrawn per epoch (State's sets and control pairings) — it must
+// be a pure function of e so that a resume is bit-identical. A third constructor argument limits
+// the optimised parameters (LoRA: the adapters and the layers outside the backbone; the rest stays
+// frozen because neither clipping nor AdamW sees it).
 //
 // The gradient seam (data parallelism, a later issue): after loss_backward and before clipping,
 // `reduce_gradients(params, local_samples)` is called. Each rank's gradients are the mean over its
@@ -249,8 +254,10 @@ public:
     std::function<void(const Progress&)> on_progress;
 
     /// The model must outlive the trainer and stay in place (the optimiser points into it).
-    Trainer(M& model, const TrainerOptions& o)
-        : model_(model), opt_(o), params_((o.validate(), collect_parameters<T, B>(model))),
+    Trainer(M& model, const TrainerOptions& o) : Trainer(model, o, collect_parameters<T, B>(model)) {}
+    /// Trains only `params` (e.g. LoRA adapters, the rest frozen): the optimiser and clipping see nothing else.
+    Trainer(M& model, const TrainerOptions& o, ParameterList<T, B> params)
+        : model_(model), opt_(o), params_((o.validate(), std::move(params))),
           adamw_(params_, AdamWOptions{.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps, .weight_decay = o.weight_decay}),
           schedule_(schedule_options(o, model.train_size())) {
         train_size_ = static_cast<std::int64_t>(model_.train_size());
@@ -300,6 +307,7 @@ public:
         if (order_epoch_ != epoch_) {
             order_ = epoch_order(opt_.seed, epoch_, static_cast<std::size_t>(train_size_));
             order_epoch_ = epoch_;
+            if constexpr (requires { model_.begin_epoch(epoch_); }) model_.begin_epoch(epoch_);
         }
         const std::vector<std::size_t> samples = rank_slice(order_, opt_.batch_size, batch_, opt_.rank, opt_.world_size);
         adamw_.set_lr(schedule_.lr());
