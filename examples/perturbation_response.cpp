@@ -234,14 +234,6 @@ Prepared prepare(const fs::path& file, DataConfig& d, bool fit) {
             io::select_genes(p.adata, h.selected());
         }
         d.genes = p.adata.var_names();
-        if (d.batch_column == "auto") {
-            d.batch_column.clear();
-            for (const char* c : {"batch", "bio_rep", "gem_group", "replicate"})
-                if (p.adata.obs.has(c)) {
-                    d.batch_column = c;
-                    break;
-                }
-        }
     } else {
         std::map<std::string, index_t> where;
         for (index_t j = 0; j < p.adata.n_vars(); ++j) where.emplace(p.adata.var_names()[j], j);
@@ -256,7 +248,14 @@ Prepared prepare(const fs::path& file, DataConfig& d, bool fit) {
             throw IoError(fmt::format("{}: {} of the model's {} genes are not in /var (e.g. {}); the model needs all of them", file.string(),
                                       missing.size(), d.genes.size(), fmt::join(missing.begin(), missing.begin() + std::min<std::ptrdiff_t>(5, missing.size()), ", ")));
         io::select_genes(p.adata, keep);
-        if (d.batch_column == "auto") d.batch_column.clear();
+    }
+    if (d.batch_column == "auto") {
+        d.batch_column.clear();
+        for (const char* c : {"batch", "bio_rep", "gem_group", "replicate"})
+            if (p.adata.obs.has(c)) {
+                d.batch_column = c;
+                break;
+            }
     }
     if (!d.batch_column.empty() && !p.adata.obs.has(d.batch_column)) {
         fmt::print("note: {} has no obs column '{}': controls are matched by cell type only\n", file.string(), d.batch_column);
