@@ -7,6 +7,9 @@
 // labels (for the query file). The genes file (costanzo_2016_genes.txt) is one ORF per line.
 // Unknown genes throw by default (a silently shrinking training set is worse than an error);
 // Unknown::skip drops the record and counts it. Every error names the file and the line.
+// read_gi_queries reads the sets to predict: "[<n>] <gene_1> ... <gene_k> [<label>]", the count and
+// the label both optional (a DCell train line, a query line "<a> <b> -2.0", or bare names), keeping
+// each line's names as written and its line number; an unknown gene always throws.
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -106,6 +109,56 @@ inline GiLabels read_gi_labels(const std::filesystem::path& path, const GeneUniv
         if (!ok) continue;
         ++out.report.kept;
         out.records.push_back(std::move(r));
+    }
+    return out;
+}
+
+/// One line of a query file: the genes as written, their rows, the label (NaN when absent), the line.
+struct GiQuery {
+    std::vector<std::string> names;
+    std::vector<index_t> genes;
+    double label = std::numeric_limits<double>::quiet_NaN();
+    std::size_t line = 0;
+};
+
+inline std::vector<GiQuery> read_gi_queries(const std::filesystem::path& path, const GeneUniverse& u) {
+    TextReader in(path);
+    std::string_view line;
+    std::vector<std::string_view> t;
+    std::vector<GiQuery> out;
+    auto is_number = [](std::string_view s) {
+        double v = 0;
+        const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+        return ec == std::errc{} && p == s.data() + s.size();
+    };
+    while (in.next_line(line)) {
+        split_whitespace(line, t);
+        if (t.empty()) continue;
+        std::size_t first = 0, count = 0;
+        bool labelled = false;
+        if (gi_detail::all_digits(t[0])) {
+            std::size_t n = 0;
+            const auto [p, ec] = std::from_chars(t[0].data(), t[0].data() + t[0].size(), n);
+            if (ec != std::errc{} || n == 0) in.fail("gene count '{}' must be a positive integer", t[0]);
+            if (t.size() != n + 1 && t.size() != n + 2)
+                in.fail("gene count {} needs {} fields (count and {} genes) or {} (and a label), found {}", n, n + 1, n, n + 2, t.size());
+            first = 1;
+            count = n;
+            labelled = t.size() == n + 2;
+        } else {
+            labelled = t.size() >= 2 && is_number(t.back());
+            count = t.size() - (labelled ? 1 : 0);
+        }
+        GiQuery q;
+        q.line = in.line_number();
+        if (labelled) q.label = gi_detail::parse_label(t.back(), in);
+        for (std::size_t k = first; k < first + count; ++k) {
+            const auto g = u.find(t[k]);
+            if (!g) in.fail("gene '{}' is not in the universe of {} genes", t[k], u.size());
+            q.names.emplace_back(t[k]);
+            q.genes.push_back(*g);
+        }
+        out.push_back(std::move(q));
     }
     return out;
 }

@@ -12,6 +12,12 @@
 // pure function of (ctx.seed, config.dropout_stream, ctx.step, element).
 // Graph regularisation: set_graph_hook() before backward fuses c_i·P_ij − W_ij into the score
 // gradient of that one backward; lse() and edge_scores() give log P at the edges for the loss value.
+// LoRA (nn/lora.hpp): add_lora() puts a low-rank adapter beside each projection, PEFT's
+// target_modules of the layout (llama: q_proj, k_proj, v_proj, o_proj; gpt2: c_attn — one adapter
+// over the packed q|k|v columns — and c_proj; separate: q_proj, k_proj, v_proj, out_proj), named
+// "<projection>.lora_A.weight" / "<projection>.lora_B.weight"; merge_lora() folds them into the
+// weights. Self-attention only.
+#include <array>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -22,6 +28,7 @@
 #include "celltx/core/rng.hpp"
 #include "celltx/nn/init.hpp"
 #include "celltx/nn/linear.hpp"
+#include "celltx/nn/lora.hpp"
 
 namespace celltx::nn {
 
@@ -133,6 +140,7 @@ public:
         q_ = project(which::q, x.data(), rows);
         k_ = project(which::k, x.data(), rows);
         v_ = project(which::v, x.data(), rows);
+        lora_forward(x.data(), rows, ctx);
         return attend(ctx);
     }
 
@@ -141,6 +149,7 @@ public:
     Tensor<T, B> forward_cross(ConstView<T, B> xq, ConstView<T, B> xkv, const Context& ctx = {}) {
         check_input("forward_cross: xq", xq);
         check_input("forward_cross: xkv", xkv);
+        require(!has_lora(), "MultiHeadAttention::forward_cross: LoRA adapters are supported in self-attention only");
         require(xq.rank() == xkv.rank() && (xq.rank() == 2 || xq.size(0) == xkv.size(0)),
                 "MultiHeadAttention::forward_cross: xq {} and xkv {} disagree on the batch", xq.shape(), xkv.shape());
         cross_ = true;
@@ -169,6 +178,7 @@ public:
             input_grad(which::k, dk.data(), rows, dx.data());
             input_grad(which::v, dv.data(), rows, dx.data());
         }
+        lora_backward_qkv(dq, dk, dv, rows, dx.data());
     }
 
     /// Backward of forward_cross(): dxq += dL/dxq, dxkv += dL/dxkv (either may be empty).
@@ -217,6 +227,59 @@ public:
                 if (cfg_.bias) f(join_name(prefix, "c_proj.bias"), c_proj_bias);
                 break;
         }
+        static constexpr const char* llama_names[4] = {"q_proj.", "k_proj.", "v_proj.", "o_proj."};
+        static constexpr const char* separate_names[4] = {"q_proj.", "k_proj.", "v_proj.", "out_proj."};
+        static constexpr const char* gpt2_names[4] = {"c_attn.", "", "", "c_proj."};
+        const char* const* names = cfg_.layout == AttentionLayout::gpt2    ? gpt2_names
+                                   : cfg_.layout == AttentionLayout::llama ? llama_names
+                                                                           : separate_names;
+        for (int k = 0; k < 4; ++k)
+            if (lora_[k]) lora_[k]->visit_parameters(f, join_name(prefix, names[k]));
+    }
+
+    // ---- LoRA adapters (nn/lora.hpp)
+    /// Adds a fresh adapter beside every projection of the layout (B = 0: the function is unchanged
+    /// until it trains); replaces adapters already there.
+    void add_lora(const LoraConfig& c, Generator& g) {
+        require(cfg_.layout != AttentionLayout::packed,
+                "MultiHeadAttention::add_lora: the packed in_proj layout (nn.MultiheadAttention) has no PEFT LoRA target");
+        const index_t d = cfg_.d_model, wq = hq_ * dh_, wkv = hkv_ * dh_;
+        const CounterRng streams(0, c.stream);
+        for (auto& l : lora_) l.reset();
+        if (cfg_.layout == AttentionLayout::gpt2) {
+            lora_[0].emplace(d, wq + 2 * wkv, c, streams.substream(0).stream());  // c_attn
+        } else {
+            lora_[0].emplace(d, wq, c, streams.substream(0).stream());
+            lora_[1].emplace(d, wkv, c, streams.substream(1).stream());
+            lora_[2].emplace(d, wkv, c, streams.substream(2).stream());
+        }
+        lora_[3].emplace(wq, d, c, streams.substream(3).stream());
+        for (auto& l : lora_)
+            if (l) l->reset_parameters(g);
+    }
+    bool has_lora() const noexcept {
+        for (const auto& l : lora_)
+            if (l) return true;
+        return false;
+    }
+    /// The adapters: [0] q_proj (gpt2: c_attn over q|k|v), [1] k_proj, [2] v_proj, [3] o_proj / c_proj / out_proj.
+    std::array<std::optional<LoraAdapter<T, B>>, 4>& lora() noexcept { return lora_; }
+    /// W += scaling · B A for every adapter, then drops them (PEFT's merge_and_unload).
+    void merge_lora() {
+        for (int k = 0; k < 4; ++k) {
+            if (!lora_[k]) continue;
+            if (cfg_.layout == AttentionLayout::gpt2 && k == 0) {
+                lora_[k]->merge_into(in_proj_weight.value.data(), in_proj_weight.value.size(1), true);  // [d, wall]
+            } else {
+                const Proj p = proj(static_cast<which>(k));
+                lora_[k]->merge_into(p.w->value.data() + p.offset, p.ld, p.conv1d);
+            }
+            lora_[k].reset();
+        }
+    }
+    /// Drops the adapters without merging.
+    void remove_lora() {
+        for (auto& l : lora_) l.reset();
     }
 
     /// Fuses the graph term into the NEXT backward only (then it is dropped): the spans and the
@@ -302,6 +365,48 @@ private:
         ops::gemm(B{}, false, p.conv1d, rows, p.in, p.out, T(1), dy, p.out, w, p.ld, T(1), dx, p.in);
     }
 
+    /// Adds the q/k/v adapters' deltas to q_, k_, v_ (gpt2: one delta over the packed columns).
+    void lora_forward(const T* x, index_t rows, const Context& ctx) {
+        if (!has_lora()) return;
+        const index_t wq = hq_ * dh_, wkv = hkv_ * dh_;
+        if (cfg_.layout == AttentionLayout::gpt2) {
+            if (!lora_[0]) return;
+            const Tensor<T, B> delta = lora_[0]->forward(x, rows, ctx);  // [rows, wq + 2 wkv]
+            const index_t w = wq + 2 * wkv;
+            for (index_t r = 0; r < rows; ++r) {
+                ops::accumulate(B{}, delta.data() + r * w, q_.data() + r * wq, wq);
+                ops::accumulate(B{}, delta.data() + r * w + wq, k_.data() + r * wkv, wkv);
+                ops::accumulate(B{}, delta.data() + r * w + wq + wkv, v_.data() + r * wkv, wkv);
+            }
+            return;
+        }
+        Tensor<T, B>* outs[3] = {&q_, &k_, &v_};
+        for (int k = 0; k < 3; ++k)
+            if (lora_[k]) {
+                const Tensor<T, B> delta = lora_[k]->forward(x, rows, ctx);
+                ops::accumulate(B{}, delta.data(), outs[k]->data(), delta.numel());
+            }
+    }
+    void lora_backward_qkv(const Tensor<T, B>& dq, const Tensor<T, B>& dk, const Tensor<T, B>& dv, index_t rows, T* dx) {
+        if (!has_lora()) return;
+        const index_t wq = hq_ * dh_, wkv = hkv_ * dh_;
+        if (cfg_.layout == AttentionLayout::gpt2) {
+            if (!lora_[0]) return;
+            const index_t w = wq + 2 * wkv;
+            auto dqkv = Tensor<T, B>::uninitialized(Shape{rows, w});
+            for (index_t r = 0; r < rows; ++r) {
+                storage_traits<B>::copy(dqkv.data() + r * w, dq.data() + r * wq, sizeof(T) * static_cast<std::size_t>(wq));
+                storage_traits<B>::copy(dqkv.data() + r * w + wq, dk.data() + r * wkv, sizeof(T) * static_cast<std::size_t>(wkv));
+                storage_traits<B>::copy(dqkv.data() + r * w + wq + wkv, dv.data() + r * wkv, sizeof(T) * static_cast<std::size_t>(wkv));
+            }
+            lora_[0]->backward(dqkv.data(), dx);
+            return;
+        }
+        const Tensor<T, B>* grads[3] = {&dq, &dk, &dv};
+        for (int k = 0; k < 3; ++k)
+            if (lora_[k]) lora_[k]->backward(grads[k]->data(), dx);
+    }
+
     void check_input(const char* what, ConstView<T, B> x) const {
         require(hq_ >= 1, "MultiHeadAttention: used before being configured");
         require((x.rank() == 2 || x.rank() == 3) && x.shape().last() == cfg_.d_model,
@@ -322,6 +427,10 @@ private:
                                ops::HeadsRef<const T>{v_.data(), hkv_ * dh_}, ops::HeadsRef<T>{o_.data(), hq_ * dh_}, lse_.data(), drop_);
         if (tk_ == 0) return Tensor<T, B>(out_shape());  // no keys: exactly zero, no out_proj bias
         Tensor<T, B> y = project(which::o, o_.data(), batch_ * tq_);
+        if (lora_[3]) {
+            const Tensor<T, B> delta = lora_[3]->forward(o_.data(), batch_ * tq_, ctx);
+            ops::accumulate(B{}, delta.data(), y.data(), y.numel());
+        }
         return std::move(y.reshape(out_shape()));
     }
 
@@ -332,6 +441,7 @@ private:
         param_grad(which::o, o_.data(), dy.data(), rows);
         Tensor<T, B> dout(Shape{rows, hq_ * dh_});
         input_grad(which::o, dy.data(), rows, dout.data());
+        if (lora_[3]) lora_[3]->backward(dy.data(), dout.data());
         auto dq = Tensor<T, B>::uninitialized(Shape{rows, hq_ * dh_});
         auto dk = Tensor<T, B>::uninitialized(Shape{batch_ * tk_, hkv_ * dh_});
         auto dv = Tensor<T, B>::uninitialized(Shape{batch_ * tk_, hkv_ * dh_});
@@ -353,6 +463,7 @@ private:
     Tensor<T, B> xq_, xkv_, q_, k_, v_, o_, lse_;
     ops::AttentionDropout drop_{};
     std::optional<ops::GraphHook<T>> hook_;
+    std::array<std::optional<LoraAdapter<T, B>>, 4> lora_;  // q, k, v, o (gpt2: [0] is c_attn)
 };
 
 } // namespace celltx::nn
