@@ -244,7 +244,8 @@ Data and output:
                         validation_predictions.csv, validation_pairs.txt (default: runs/)
   --resume PATH         continue a run from a checkpoint file or run directory (its last.safetensors),
                         bit-identically; the configuration comes from the checkpoint (only --data,
-                        --out and --pairs may be given)
+                        --out, --pairs and --stop-after may be given)
+  --stop-after N        end this invocation after N more epochs (checkpoints written; resume later)
   --val-fraction F      share of the pairs held out for validation (default {})
   --split-seed S        seed of the validation split (default {})
 
@@ -464,13 +465,16 @@ int run_train(Args& args) {
     const auto t_start = std::chrono::steady_clock::now();
     std::optional<std::string> resume;
     const std::optional<std::string> data_flag = args.value("--data");
+    std::int64_t stop_after = 0;
+    args.get("--stop-after", stop_after);
+    if (stop_after < 0) throw UsageError(fmt::format("--stop-after {} must be >= 0", stop_after));
     TrainConfig cfg = parse_train(args, resume);
     args.finish();
     std::optional<fs::path> resume_file;
     json resume_config;
     if (resume) {
         for (const auto& g : args.given())
-            if (g != "--resume" && g != "--out" && g != "--pairs")
+            if (g != "--resume" && g != "--out" && g != "--pairs" && g != "--stop-after")
                 throw UsageError(fmt::format("with --resume the configuration comes from the checkpoint: drop {}", g));
         resume_file = fs::path(*resume);
         if (fs::is_directory(*resume_file)) resume_file = *resume_file / "last.safetensors";
@@ -600,7 +604,15 @@ int run_train(Args& args) {
         io::write_text_atomic(cfg.out / "metrics.csv", train::metrics_csv(trainer.history()));
         std::fflush(stdout);
     };
-    trainer.fit();
+    std::int64_t epochs_here = 0;
+    while (!trainer.finished() && (stop_after == 0 || epochs_here < stop_after)) {
+        const std::int64_t e = trainer.epoch();
+        trainer.step();
+        epochs_here += trainer.epoch() - e;
+    }
+    if (!trainer.finished())
+        fmt::print("stopped after {} epoch{} as asked (--stop-after); continue with: gene_interaction train --resume {}\n", epochs_here,
+                   epochs_here == 1 ? "" : "s", cfg.out.string());
     if (trainer.stopped_early()) fmt::print("stopped early: no better validation Pearson for {} epochs\n", cfg.trainer.patience);
 
     // The best checkpoint's predictions, next to the additive baseline's.
