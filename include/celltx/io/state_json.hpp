@@ -6,7 +6,7 @@
 #include <string>
 #include <nlohmann/json.hpp>
 #include "celltx/core/error.hpp"
-#include "celltx/models/state_config.hpp"
+#include "celltx/policies/state/state_config.hpp"
 
 namespace celltx::io {
 

@@ -27,7 +27,7 @@
 #include "celltx/backend/ops.hpp"
 #include "celltx/core/context.hpp"
 #include "celltx/core/tensor.hpp"
-#include "celltx/models/state_config.hpp"
+#include "celltx/policies/state/state_config.hpp"
 #include "celltx/models/state_transition.hpp"
 #include "celltx/nn/activation.hpp"
 #include "celltx/nn/mlp.hpp"

@@ -21,7 +21,7 @@
 #include "celltx/models/additive_baseline.hpp"
 #include "celltx/models/cell_graph_transformer.hpp"
 #include "celltx/policies/loss/multitask_loss.hpp"
-#include "celltx/policies/perturbation/perturbation_batch.hpp"
+#include "celltx/core/ragged.hpp"
 #include "celltx/train/label_scaler.hpp"
 #include "celltx/train/trainer.hpp"
 
