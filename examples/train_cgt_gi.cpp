@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 #include <fmt/core.h>
+#include "celltx/io/arguments.hpp"
 #include "celltx/io/gene_universe.hpp"
 #include "celltx/io/gi_labels.hpp"
 #include "celltx/io/graph_sources.hpp"
@@ -58,16 +59,17 @@ Options parse(int argc, char** argv) {
         }
         if (i + 1 >= argc) throw Error(fmt::format("{} needs a value", a));
         const std::string v = argv[++i];
-        if (a == "--epochs") o.epochs = std::stoi(v);
-        else if (a == "--batch") o.batch = std::stoll(v);
-        else if (a == "--d") o.d = std::stoll(v);
-        else if (a == "--layers") o.layers = std::stoi(v);
-        else if (a == "--heads") o.heads = std::stoi(v);
-        else if (a == "--pert-heads") o.pert_heads = std::stoi(v);
-        else if (a == "--lr") o.lr = std::stod(v);
-        else if (a == "--lambda") o.lambda = std::stod(v);
-        else if (a == "--row-rate") o.row_rate = std::stod(v);
-        else if (a == "--seed") o.seed = std::stoull(v);
+        // Ranges: a zero batch, width or depth is an error here, not a division by zero later.
+        if (a == "--epochs") o.epochs = io::parse_number<int>(v, a, 1, 100000);
+        else if (a == "--batch") o.batch = io::parse_number<index_t>(v, a, 1, 1 << 20);
+        else if (a == "--d") o.d = io::parse_number<index_t>(v, a, 1, 1 << 16);
+        else if (a == "--layers") o.layers = io::parse_number<int>(v, a, 1, 1024);
+        else if (a == "--heads") o.heads = io::parse_number<int>(v, a, 1, 1024);
+        else if (a == "--pert-heads") o.pert_heads = io::parse_number<int>(v, a, 1, 1024);
+        else if (a == "--lr") o.lr = io::parse_number<double>(v, a, 0.0, 10.0);
+        else if (a == "--lambda") o.lambda = io::parse_number<double>(v, a, 0.0, 1e6);
+        else if (a == "--row-rate") o.row_rate = io::parse_number<double>(v, a, 0.0, 1.0);
+        else if (a == "--seed") o.seed = io::parse_number<std::uint64_t>(v, a);
         else if (a == "--pool") o.pool = v == "sum" ? GiPooling::sum : v == "mean" ? GiPooling::mean : throw Error("--pool is mean or sum");
         else if (a == "--modes") {
             o.modes.clear();
@@ -78,6 +80,10 @@ Options parse(int argc, char** argv) {
             }
         } else throw Error(fmt::format("unknown option {}", a));
     }
+    if (o.lr <= 0.0) throw Error("--lr must be positive");
+    if (o.row_rate <= 0.0) throw Error("--row-rate must be in (0, 1]");
+    if (o.d % o.heads != 0 || o.d % o.pert_heads != 0)
+        throw Error(fmt::format("--d {} must be divisible by --heads {} and --pert-heads {}", o.d, o.heads, o.pert_heads));
     return o;
 }
 
@@ -107,6 +113,7 @@ int main(int argc, char** argv) try {
     const index_t N = static_cast<index_t>(universe.size());
     const auto labels = io::read_gi_labels(data.gi_train("GO:0006281"), universe);
     const auto& recs = labels.records;
+    if (recs.size() < 10) throw Error(fmt::format("{}: {} records; the 90/10 split needs at least 10", data.gi_train("GO:0006281").string(), recs.size()));
     fmt::print("data: {} genes, {} labelled pairs ({})\n", N, recs.size(), data.gi_train("GO:0006281").string());
 
     CgtConfig cfg;
