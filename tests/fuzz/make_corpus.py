@@ -3,7 +3,9 @@
 
 Seeds are small hand-made files in each format, over the 16 genes of fuzz_common.hpp (no data
 from ../shared/data is copied). The safetensors seeds add the small fixtures of tests/fixtures.
-Files named crash-* / finding-* in a corpus are inputs that once broke a parser: keep them.
+Files named finding-* are inputs that broke a parser before the hardening of issue 12 (its probe);
+files named crash-* are inputs a fuzzing run found (tests/fuzz/run_fuzzers.sh). Keep both: CI
+replays every corpus file (ctest -L fuzz).
 Usage: python3 tests/fuzz/make_corpus.py   (from the repository root; rewrites only seed-* files)
 """
 import gzip
@@ -115,5 +117,36 @@ def main():
                                 "##FASTA\n>chrI\nACGT\n")
 
 
+def findings():
+    """Inputs that broke a parser before the hardening (issue 12's probe): replayed by CI."""
+    def put_finding(target, name, data):
+        d = os.path.join(CORPUS, target)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "finding-" + name), "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
+
+    def st(header):
+        h = header.encode() if isinstance(header, str) else header
+        return struct.pack("<Q", len(h)) + h
+
+    put_finding("safetensors", "deep-nesting",  # a 160 KB valid header: the error path printed the dtype recursively
+                st('{"w":{"dtype":' + "[" * 80000 + "]" * 80000 + ',"shape":[1],"data_offsets":[0,4]}}') + b"\0" * 4)
+    put_finding("safetensors", "nul-then-garbage", st(b"{}\0\0garbage{{{"))  # accepted as {}
+    put_finding("safetensors", "byte-order-mark", st(b'\xef\xbb\xbf{}'))  # accepted
+    put_finding("safetensors", "long-dtype", st('{"w":{"dtype":"' + "X" * 20000 + '","shape":[1],"data_offsets":[0,4]}}') + b"\0" * 4)
+    put_finding("safetensors", "huge-header-length", struct.pack("<Q", 2**63) + b"{}")
+    put_finding("gi_labels", "count-overflow", "18446744073709551615\n")  # std::length_error
+    put_finding("gi_labels", "conflicting-labels", "2 YLR035C YML060W 0.1\n2 YML060W YLR035C 0.2\n")  # accepted
+    put_finding("gi_labels", "nul-in-name", b"YAL001C\nYAL\x00001C\n")
+    put_finding("gi_labels", "invalid-utf8", b"YAL001C\nYAL\xff01C\n")
+    put_finding("gi_labels", "empty", "")  # read as 0 records
+    put_finding("go_slim", "empty", "")
+    put_finding("string_actions", "gzip-trailing-garbage",
+                gzip.compress(b"item_id_a\titem_id_b\tmode\taction\tis_directional\ta_is_acting\tscore\n", mtime=0) + b"garbage")
+    put_finding("string_actions", "gzip-long-line", gzip.compress(b"x" * 2000000, mtime=0))  # no line-length limit
+    put_finding("dcell_topology", "cycle", "ROOT: GO:0000001 1\nGENES: YAL001C\nTERMS: GO:0000001\n")
+
+
 if __name__ == "__main__":
     main()
+    findings()
