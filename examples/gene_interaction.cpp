@@ -419,6 +419,9 @@ void check_train_config(const TrainConfig& c) {
         throw UsageError(fmt::format("--heads {} must divide --d {}", c.model.num_heads, c.model.d_model));
     if (c.model.pert_heads < 1 || c.model.d_model % c.model.pert_heads != 0)
         throw UsageError(fmt::format("--pert-heads {} must divide --d {}", c.model.pert_heads, c.model.d_model));
+    if (c.trainer.batch_size < 1 || c.trainer.batch_size > (1 << 20))
+        throw UsageError(fmt::format("--batch {} is outside [1, 1048576]", c.trainer.batch_size));
+    if (c.trainer.epochs < 1) throw UsageError(fmt::format("--epochs {} must be >= 1", c.trainer.epochs));
     if (c.model.num_layers < 1) throw UsageError(fmt::format("--layers {} must be >= 1", c.model.num_layers));
     if (!(c.model.dropout >= 0.0 && c.model.dropout < 1.0)) throw UsageError(fmt::format("--dropout {} must be in [0, 1)", c.model.dropout));
     if (!(c.graph_lambda >= 0.0)) throw UsageError(fmt::format("--graph-lambda {} must be >= 0", c.graph_lambda));

@@ -11,10 +11,13 @@
 // Prints the loss as it falls, the predicted mean shift per perturbation at set length 50, and the
 // confidence head's outputs; writes the checkpoint with io::save_state_dict (PyTorch-readable names).
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 #include <fmt/core.h>
+#include "celltx/io/arguments.hpp"
 #include "celltx/io/state_dict.hpp"
 #include "celltx/models/state_transition.hpp"
 #include "celltx/train/adam.hpp"
@@ -54,9 +57,16 @@ Batch make_batch(Generator& g, index_t sets, index_t cells) {
 
 } // namespace
 
-int main(int argc, char** argv) {
-    const int steps = argc > 1 ? std::atoi(argv[1]) : 150;
+int main(int argc, char** argv) try {
+    const int steps = argc > 1 ? io::parse_number<int>(argv[1], "STEPS", 1, 1000000) : 150;
     const std::string out = argc > 2 ? argv[2] : "state_example.safetensors";
+    {  // fail before training, not after it, when the checkpoint cannot land where asked
+        const auto dir = std::filesystem::path(out).parent_path();
+        std::error_code ec;
+        if (!dir.empty() && !std::filesystem::is_directory(dir, ec))
+            throw IoError(fmt::format("{}: cannot save: the directory {} does not exist", out, dir.string()));
+        if (std::filesystem::is_directory(out, ec)) throw IoError(fmt::format("{}: cannot save: the path is a directory", out));
+    }
 
     StateConfig c;
     c.input_dim = c.output_dim = genes;
@@ -108,4 +118,8 @@ int main(int argc, char** argv) {
     io::save_state_dict(model, out, {{"model", "celltx StateTransition example"}});
     fmt::print("saved {} ({} parameters)\n", out, parameter_count<float>(model));
     return 0;
+} catch (const std::exception& e) {
+    // Unwinding (instead of std::terminate) lets the writer remove its temporary file.
+    std::fprintf(stderr, "predict_state: %s\n", e.what());
+    return 1;
 }

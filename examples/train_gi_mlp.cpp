@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 #include <fmt/core.h>
+#include "celltx/io/arguments.hpp"
 #include "celltx/io/gene_universe.hpp"
 #include "celltx/io/gi_labels.hpp"
 #include "celltx/io/yeast_data.hpp"
@@ -41,6 +42,7 @@ struct PairModel {
     }
     /// pairs: 2 gene rows per sample -> predictions [B, 1]
     Tensor<float> forward(const std::vector<index_t>& pairs, const Context& ctx) {
+        require(pairs.size() % 2 == 0, "PairModel: {} gene rows do not form pairs", pairs.size());
         const index_t b = static_cast<index_t>(pairs.size() / 2), d = genes.weight.value.size(1);
         Tensor<float> e = genes.forward(pairs, ctx);  // [2B, d]
         Tensor<float> z(Shape{b, d});
@@ -75,10 +77,16 @@ double pearson(const std::vector<double>& x, const std::vector<double>& y) {
 
 int main(int argc, char** argv) try {
     const auto data = io::YeastData::locate(argc > 1 ? argv[1] : "");
-    const int epochs = argc > 2 ? std::stoi(argv[2]) : 30;
+    const int epochs = argc > 2 ? io::parse_number<int>(argv[2], "EPOCHS", 1, 100000) : 30;
     const auto universe = io::GeneUniverse::from_table(data.genes_table());
     const auto labels = io::read_gi_labels(data.gi_train("GO:0006281"), universe);
     const auto& recs = labels.records;
+    // The model embeds pairs: every record must name exactly two genes.
+    for (const auto& r : recs)
+        if (r.genes.size() != 2)
+            throw Error(fmt::format("{}:{}: a record of {} gene(s); this model is trained on gene pairs", data.gi_train("GO:0006281").string(),
+                                    r.line, r.genes.size()));
+    if (recs.size() < 10) throw Error(fmt::format("{}: {} records; the 90/10 split needs at least 10", data.gi_train("GO:0006281").string(), recs.size()));
     fmt::print("data: {} genes, {} labelled pairs from {}\n", universe.size(), recs.size(), data.gi_train("GO:0006281").string());
 
     // Seeded 90/10 split; labels z-scored with the training statistics.

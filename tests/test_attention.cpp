@@ -15,6 +15,7 @@
 #include "celltx/nn/attention.hpp"
 #include "celltx/testing/compare.hpp"
 #include "celltx/testing/gradcheck.hpp"
+#include "threads.hpp"
 
 using namespace celltx;
 using celltx::testing::random_tensor;
@@ -661,7 +662,7 @@ BOOST_AUTO_TEST_CASE(layer_graph_hook_and_edge_scores_are_consistent) {
         for (index_t e = w.row_ptr[i]; e < w.row_ptr[i + 1]; ++e) BOOST_TEST(std::abs(s[e] - m.lse()(0, 1, i) - lp[e]) < 1e-14);
 }
 
-BOOST_AUTO_TEST_CASE(results_do_not_depend_on_the_thread_count) {
+BOOST_AUTO_TEST_CASE(results_do_not_depend_on_the_thread_count, *celltx_test::needs_openmp()) {
     MultiHeadAttention<float> m(config(32, 4, AttentionLayout::llama, 2, 0, false, 0.1));
     Generator g(2);
     m.reset_parameters(g);

@@ -305,12 +305,12 @@ BOOST_AUTO_TEST_CASE(names_seeded_init_and_configuration_checks) {
     BOOST_TEST(std::make_unique<Propagated>(cfg)->perturbation.propagation.num_layers() == 0);
     // Graphs outside the encoder.
     CgtGi<float> g(cfg);
-    g.add_graph(GeneGraph(20, random_edges(20, 30, 1)), {{2}, 0, 1e-3});
-    const PerturbationBatch batch = PerturbationBatch::from_sets({{1, 2}});
-    BOOST_CHECK_THROW(g.forward(batch), ShapeError);  // layer 2 of a 2-layer encoder
-    CgtGi<float> h(cfg);
-    h.add_graph(GeneGraph(20, random_edges(20, 30, 1)), {{1}, 2, 1e-3});
-    BOOST_CHECK_THROW(h.forward(batch), ShapeError);  // head 2 of 2
+    BOOST_CHECK_THROW(g.add_graph(GeneGraph(20, random_edges(20, 30, 1)), {{2}, 0, 1e-3}), ShapeError);  // layer 2 of a 2-layer encoder
+    BOOST_CHECK_THROW(g.add_graph(GeneGraph(20, random_edges(20, 30, 1)), {{1}, 2, 1e-3}), ShapeError);  // head 2 of 2
+    BOOST_TEST(g.graph_regularizer().num_graphs() == 0);
+    // Added to the regulariser directly, the assignment is still checked at the forward.
+    g.graph_regularizer().add_graph(GeneGraph(20, random_edges(20, 30, 1)), {{2}, 0, 1e-3});
+    BOOST_CHECK_THROW(g.forward(PerturbationBatch::from_sets({{1, 2}})), ShapeError);
     BOOST_CHECK_THROW(m.forward(PerturbationBatch::from_sets({{1, 20}})), ShapeError);
     BOOST_CHECK_THROW(m.backward({Tensor<float>(Shape{1, 1}).cview()}), ShapeError);  // backward before forward
     BOOST_CHECK_THROW(m.set_gene_sets(GeneSetList::from_sets({{1}})), ShapeError);    // no gene-set readout

@@ -9,12 +9,15 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <algorithm>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 #include <unistd.h>
 #include <zlib.h>
 #include "celltx/core/gene_graph.hpp"
+#include "celltx/io/dcell_topology.hpp"
 #include "celltx/io/gene_sets.hpp"
 #include "celltx/io/gene_universe.hpp"
 #include "celltx/io/gi_labels.hpp"
@@ -162,7 +165,7 @@ BOOST_AUTO_TEST_CASE(text_reader_reads_plain_and_gzip_lines) {
             while (r.next_line(l)) {
             }
         },
-        gz, 0, "read error");
+        gz, 0, "truncated gzip stream");
 }
 
 BOOST_AUTO_TEST_CASE(gene_universe_matches_the_sgd_annotation) {
@@ -402,14 +405,45 @@ BOOST_AUTO_TEST_CASE(dcell_gi_labels_and_genes) {
     BOOST_TEST(std::isnan(q.records.front().label));
     BOOST_TEST(q.records.front().genes == (std::vector<index_t>{u.index("YLL002W"), u.index("YLR032W")}));
 
+    BOOST_TEST(tr.report.duplicates == 0u);  // no pair twice, in either order
+
+    // costanzo_2016_genes.txt: 15 ORFs outside the universe (strict by default: an error at the
+    // first, line 45). Unknown::skip reads it and counts them.
     MappingReport rep;
     const auto cg = read_gene_list(data().costanzo_genes(), u, Unknown::skip, &rep);
     BOOST_TEST(rep.records == 4111u);
     BOOST_TEST(cg.size() == 4096u);
     BOOST_TEST(rep.skipped == 15u);
+    BOOST_TEST(rep.duplicates == 0u);
     BOOST_TEST(rep.unknown_names.count("YER109C") == 1u);
     BOOST_TEST(cg.front() == u.index("YBR177C"));
-    expect_io_error([&] { read_gene_list(data().costanzo_genes(), u); }, data().costanzo_genes(), 0, "not in the universe");
+    BOOST_TEST(std::set<index_t>(cg.begin(), cg.end()).size() == cg.size());
+    expect_io_error([&] { read_gene_list(data().costanzo_genes(), u); }, data().costanzo_genes(), 45, "gene 'YIL171W' is not in the universe");
+}
+
+BOOST_AUTO_TEST_CASE(dcell_topologies) {
+    const GeneUniverse& u = universe();
+    const auto t = read_dcell_topology(data().dcell_topology("GO:0006281"), u);
+    BOOST_TEST(t.terms.size() == 21u);
+    BOOST_TEST(t.terms[t.root].id == "GO:0006281");
+    BOOST_TEST(t.genes_under(t.root).size() == 162u);
+    BOOST_TEST(t.report.skipped == 0u);
+    for (std::size_t k = 0; k < t.terms.size(); ++k) BOOST_TEST(t.genes_under(k).size() == t.terms[k].declared_genes, t.terms[k].id);
+    // GO:0006303 (double-strand break repair via NHEJ) has two parents in this DAG.
+    const std::size_t nhej = t.find("GO:0006303");
+    BOOST_REQUIRE(nhej < t.terms.size());
+    std::size_t parents = 0;
+    for (const auto& term : t.terms) parents += std::count(term.children.begin(), term.children.end(), nhej);
+    BOOST_TEST(parents == 2u);
+    // The 162 genes under the root are the genes of the GI file of the same term.
+    const auto gi = read_gi_labels(data().gi_train("GO:0006281"), u);
+    std::set<index_t> gi_genes;
+    for (const auto& r : gi.records) gi_genes.insert(r.genes.begin(), r.genes.end());
+    const auto under = t.genes_under(t.root);
+    BOOST_TEST((std::set<index_t>(under.begin(), under.end()) == gi_genes));
+    const auto c = read_dcell_topology(data().dcell_topology("GO_0000790"), u);
+    BOOST_TEST(c.terms.size() == 11u);
+    BOOST_TEST(c.genes_under(c.root).size() == 124u);
 }
 
 BOOST_AUTO_TEST_CASE(malformed_files_name_the_file_and_line) {

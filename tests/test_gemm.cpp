@@ -11,6 +11,7 @@
 #endif
 #include "celltx/backend/ops.hpp"
 #include "celltx/core/rng.hpp"
+#include "threads.hpp"
 
 using namespace celltx;
 
@@ -76,7 +77,7 @@ BOOST_AUTO_TEST_CASE(float_and_double_match_a_float64_reference) {
     BOOST_TEST(untouched == 0);
 }
 
-BOOST_AUTO_TEST_CASE(large_products_are_bit_identical_for_one_and_two_threads) {
+BOOST_AUTO_TEST_CASE(large_products_are_bit_identical_for_one_and_two_threads, *celltx_test::needs_openmp()) {
 #ifdef _OPENMP
     struct S { index_t m, n, k; bool ta, tb; } shapes[] = {{700, 333, 900, false, true}, {257, 1000, 513, true, false}, {97, 97, 4000, true, true}};
     const int before = omp_get_max_threads();

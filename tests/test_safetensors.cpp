@@ -334,9 +334,9 @@ BOOST_AUTO_TEST_CASE(failed_writes_are_atomic) {
                    {"x.safetensors", "temporary file", "No such file"});
     BOOST_TEST(listing(dir.path).empty());
 
-    // The rename fails (the destination is a non-empty directory) after the data was written.
+    // The destination is a directory: refused before anything is written.
     fs::create_directories(dir / "taken.safetensors/inside");
-    check_contains(io_error_of([&] { io::save_safetensors(dir / "taken.safetensors", {{"x", big}}); }), {"taken.safetensors", "rename"});
+    check_contains(io_error_of([&] { io::save_safetensors(dir / "taken.safetensors", {{"x", big}}); }), {"taken.safetensors", "a directory"});
     BOOST_TEST(fs::is_directory(dir / "taken.safetensors/inside"));
     BOOST_TEST(listing(dir.path) == (std::set<std::string>{"taken.safetensors"}));
 

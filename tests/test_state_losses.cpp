@@ -20,6 +20,7 @@
 #include "celltx/policies/loss/sinkhorn_divergence.hpp"
 #include "celltx/testing/compare.hpp"
 #include "celltx/testing/gradcheck.hpp"
+#include "threads.hpp"
 
 using namespace celltx;
 using celltx::testing::random_tensor;
@@ -241,7 +242,7 @@ BOOST_AUTO_TEST_CASE(small_blocks_and_the_cost_cache_agree_with_one_block) {
     BOOST_TEST(same_bits(rc.dy, r4.dy));
 }
 
-BOOST_AUTO_TEST_CASE(one_and_two_threads_give_identical_bits) {
+BOOST_AUTO_TEST_CASE(one_and_two_threads_give_identical_bits, *celltx_test::needs_openmp()) {
     // Large enough (4·64·64·16 multiply-adds per pass) that the kernels run in a parallel region.
     const Tensor<double> x = random_tensor(Shape{4, 64, 16}, 41), y = random_tensor(Shape{4, 56, 16}, 42, 1.2);
     const Tensor<double> w = random_tensor(Shape{4}, 43);

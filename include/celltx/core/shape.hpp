@@ -14,6 +14,8 @@ using index_t = std::int64_t;
 class Shape {
 public:
     static constexpr int max_rank = 4;
+    /// Most elements a shape may describe (2^60): numel() and a tensor's byte count never overflow.
+    static constexpr index_t max_numel = index_t{1} << 60;
 
     Shape() = default;
     Shape(std::initializer_list<index_t> dims) {
@@ -22,6 +24,7 @@ public:
             require(d >= 0, "Shape: negative extent {}", d);
             dims_[rank_++] = d;
         }
+        check_numel();
     }
     template <class It>
     static Shape from_range(It first, It last) {
@@ -31,6 +34,7 @@ public:
             require(*first >= 0, "Shape: negative extent {}", static_cast<index_t>(*first));
             s.dims_[s.rank_++] = static_cast<index_t>(*first);
         }
+        s.check_numel();
         return s;
     }
 
@@ -55,6 +59,18 @@ public:
         s.dims_[s.rank_ - 1] = n;
         return s;
     }
+    /// True when the extents other than zero multiply to at most `limit` (no overflow on the way).
+    template <class It>
+    static bool product_fits(It first, It last, index_t limit = max_numel) {
+        index_t n = 1;
+        for (; first != last; ++first) {
+            const auto d = static_cast<index_t>(*first);
+            if (d == 0) continue;
+            if (d > limit / n) return false;
+            n *= d;
+        }
+        return true;
+    }
     const index_t* begin() const noexcept { return dims_.data(); }
     const index_t* end() const noexcept { return dims_.data() + rank_; }
 
@@ -74,6 +90,16 @@ public:
     }
 
 private:
+    void check_numel() const {
+        if (!product_fits(begin(), end()))
+            throw ShapeError(fmt::format("Shape: the extents multiply to more than 2^60 elements (overflow): {}", dims_text()));
+    }
+    std::string dims_text() const {
+        std::string t = "[";
+        for (int i = 0; i < rank_; ++i) t += fmt::format("{}{}", i ? "," : "", dims_[i]);
+        return t + "]";
+    }
+
     std::array<index_t, max_rank> dims_{};
     int rank_ = 0;
 };

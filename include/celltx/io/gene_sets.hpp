@@ -4,7 +4,8 @@
 // readouts (pool the genes of each set). Rows whose ORF is not in the universe (protein complexes,
 // tRNA, snoRNA, ... genes) are skipped and counted; rows with a blank GOID ("other", per SGD's
 // README) belong to no term and are counted apart. Filters (aspects, min/max size) apply to the
-// set sizes after mapping. Sets come sorted by GOID, genes ascending and unique.
+// set sizes after mapping. Sets come sorted by GOID, genes ascending and unique (a repeated row
+// counts once). An empty file is an error.
 #include <algorithm>
 #include <filesystem>
 #include <limits>
@@ -45,8 +46,10 @@ inline GeneSetCollection read_go_slim(const std::filesystem::path& path, const G
     std::vector<std::string_view> f;
     GeneSetCollection out;
     std::map<std::string, GeneSet, std::less<>> sets;
+    std::size_t rows = 0;
     while (in.next_line(line)) {
         if (line.empty()) continue;
+        ++rows;
         split(line, '\t', f);
         if (f.size() != 7) in.fail("expected 7 tab-separated fields, found {}", f.size());
         if (f[0].empty()) in.fail("empty ORF (column 1)");
@@ -77,6 +80,7 @@ inline GeneSetCollection read_go_slim(const std::filesystem::path& path, const G
         ++out.report.kept;
         it->second.genes.push_back(*g);
     }
+    if (rows == 0) throw line_error(path, 0, "no annotation rows (the file is empty or blank)");
     for (auto& [id, s] : sets) {
         std::sort(s.genes.begin(), s.genes.end());
         s.genes.erase(std::unique(s.genes.begin(), s.genes.end()), s.genes.end());

@@ -30,9 +30,10 @@ enum class GeneOrder { sorted, file };
 /// What a loader does with a name that is not in the universe.
 enum class Unknown { error, skip };
 
-/// Records read, kept and skipped for names outside the universe (with the names and their counts).
+/// Records read, kept and skipped for names outside the universe (with the names and their
+/// counts), and repeats dropped (readers that keep the first of repeated records count them here).
 struct MappingReport {
-    std::size_t records = 0, kept = 0, skipped = 0;
+    std::size_t records = 0, kept = 0, skipped = 0, duplicates = 0;
     std::map<std::string, std::size_t> unknown_names;
 
     /// One skipped record, because of these unknown names.
@@ -43,6 +44,7 @@ struct MappingReport {
     /// "records 9487, kept 9344, skipped 143 (41 unknown names: AAD16 x2, ...)".
     std::string summary(std::size_t max_names = 8) const {
         std::string s = fmt::format("records {}, kept {}, skipped {}", records, kept, skipped);
+        if (duplicates > 0) s += fmt::format(", duplicates {}", duplicates);
         if (unknown_names.empty()) return s;
         s += fmt::format(" ({} unknown names:", unknown_names.size());
         std::size_t i = 0;
@@ -77,6 +79,11 @@ public:
         u.standard_.reserve(perm.size());
         for (std::size_t p : perm) {
             if (systematic[p].empty()) throw Error("GeneUniverse: empty systematic name");
+            if (!valid_name(systematic[p]))
+                throw Error(fmt::format("GeneUniverse: invalid systematic name '{}' (whitespace, a control byte or invalid UTF-8)",
+                                        escaped(systematic[p])));
+            if (!standard[p].empty() && !valid_name(standard[p]))
+                throw Error(fmt::format("GeneUniverse: invalid standard name '{}' of gene '{}'", escaped(standard[p]), systematic[p]));
             u.names_.push_back(std::move(systematic[p]));
             u.standard_.push_back(std::move(standard[p]));
         }
@@ -105,8 +112,8 @@ public:
             if (line.empty()) continue;
             split(line, '\t', f);
             if (f.size() < 2) in.fail("expected at least 2 tab-separated fields, found {}", f.size());
-            if (!valid_name(f[0])) in.fail("invalid systematic name '{}'", f[0]);
-            if (!f[1].empty() && !valid_name(f[1])) in.fail("invalid standard name '{}'", f[1]);
+            if (!valid_name(f[0])) in.fail("invalid systematic name '{}'", escaped(f[0]));
+            if (!f[1].empty() && !valid_name(f[1])) in.fail("invalid standard name '{}'", escaped(f[1]));
             const auto [it, fresh] = line_of.emplace(std::string(f[0]), in.line_number());
             if (!fresh) in.fail("duplicate systematic name '{}' (first on line {})", f[0], it->second);
             sys.emplace_back(f[0]);
@@ -151,7 +158,8 @@ public:
                 }
             }
             if (id.empty()) in.fail("gene feature without an ID attribute");
-            if (!valid_name(id)) in.fail("invalid gene ID '{}'", id);
+            if (!valid_name(id)) in.fail("invalid gene ID '{}' (whitespace, a control byte or invalid UTF-8)", escaped(id));
+            if (!gene.empty() && !valid_name(gene)) in.fail("invalid gene name '{}' of '{}'", escaped(gene), id);
             const auto [it, fresh] = line_of.emplace(id, in.line_number());
             if (!fresh) in.fail("duplicate gene ID '{}' (first on line {})", id, it->second);
             sys.push_back(std::move(id));
@@ -228,8 +236,24 @@ private:
     };
     using NameMap = std::unordered_map<std::string, index_t, Hash, std::equal_to<>>;
 
+    /// A gene name: not empty, no whitespace or control bytes (NUL included), valid UTF-8.
     static bool valid_name(std::string_view s) {
-        return !s.empty() && std::none_of(s.begin(), s.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
+        return !s.empty() &&
+               std::none_of(s.begin(), s.end(), [](char c) {
+                   const auto b = static_cast<unsigned char>(c);
+                   return std::isspace(b) || b < 0x20 || b == 0x7f;
+               }) &&
+               invalid_utf8_at(s) == std::string_view::npos;
+    }
+    /// Control bytes and bytes >= 0x80 as \xNN (a name that failed valid_name, for a message).
+    static std::string escaped(std::string_view s) {
+        std::string out;
+        for (char c : s) {
+            const auto b = static_cast<unsigned char>(c);
+            if (b < 0x20 || b >= 0x7f) out += fmt::format("\\x{:02x}", b);
+            else out += c;
+        }
+        return out;
     }
     static std::string url_decode(std::string_view s, const TextReader& at) {
         std::string out;

@@ -4,11 +4,16 @@
 // (plus an optional "__metadata__" string map), then the data; offsets are relative to the end of
 // the header and must tile the data section exactly.
 //
-// Reading: SafetensorsFile(path) reads the whole file with one read and validates everything before
-// returning; any defect throws IoError naming the file, the key and what is wrong. load<T>(name)
-// converts any stored dtype to T exactly as torch's .to(dtype) does (round to nearest even).
-// Writing: save_safetensors(path, entries, metadata) writes F32/F64 atomically (temporary file in the
-// same directory, fsync, rename): the destination is either the old file or the complete new one.
+// Reading: SafetensorsFile(path) opens without blocking (a FIFO is refused, not waited on), reads
+// the 8-byte length and the header first and validates them against the file size, then reads the
+// data section; nothing is allocated for the data before the header proves the file consistent.
+// The header must start with '{', hold no NUL byte, nest at most max_json_depth levels, and be
+// valid JSON; any defect throws IoError naming the file, the key and what is wrong (quoting at
+// most a short prefix of a bad value). load<T>(name) converts any stored dtype to T exactly as
+// torch's .to(dtype) does (round to nearest even).
+// Writing: save_safetensors(path, entries, metadata) writes F32/F64 through io::detail::AtomicFile
+// (io/atomic_file.hpp: temporary file, fsync, rename; permissions kept, symlinks written through,
+// read-only files refused): the destination is either the old file or the complete new one.
 #include <algorithm>
 #include <atomic>
 #include <bit>
@@ -35,6 +40,8 @@
 #include <nlohmann/json.hpp>
 #include "celltx/core/error.hpp"
 #include "celltx/core/tensor.hpp"
+#include "celltx/io/atomic_file.hpp"
+#include "celltx/io/posix_file.hpp"
 
 namespace celltx::io {
 
@@ -82,7 +89,53 @@ struct TensorInfo {
 
 namespace detail {
 
-inline std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
+/// `s` for a message: control bytes escaped as \xNN, cut after `max` bytes (at a UTF-8 boundary)
+/// with the full length appended, so that a 100 MB key or value never floods a message.
+inline std::string short_text(std::string_view s, std::size_t max = 64) {
+    std::string out;
+    std::size_t i = 0;
+    for (; i < s.size() && out.size() < max; ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+        else out += static_cast<char>(c);
+    }
+    while (i < s.size() && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) out += s[i++];  // finish a UTF-8 sequence
+    if (i < s.size()) out += fmt::format("... ({} bytes)", s.size());
+    return out;
+}
+
+/// A JSON value for a message: compact JSON, at most about `max` characters ("..." after), never
+/// recursing deeper than the parser allowed.
+inline void short_json_into(const nlohmann::json& v, std::string& out, std::size_t max, int depth) {
+    if (out.size() > max) return;
+    if (depth > 64) {
+        out += "...";
+        return;
+    }
+    if (v.is_array() || v.is_object()) {
+        out += v.is_array() ? '[' : '{';
+        bool first = true;
+        for (auto it = v.begin(); it != v.end(); ++it) {
+            if (out.size() > max) {
+                out += ",...";
+                break;
+            }
+            if (!first) out += ',';
+            first = false;
+            if (v.is_object()) out += '"' + short_text(it.key(), max) + "\":";
+            short_json_into(*it, out, max, depth + 1);
+        }
+        out += v.is_array() ? ']' : '}';
+    } else {
+        out += v.is_string() ? '"' + short_text(v.get_ref<const std::string&>(), max) + '"' : short_text(v.dump(), max);
+    }
+}
+inline std::string short_json(const nlohmann::json& v, std::size_t max = 64) {
+    std::string out;
+    short_json_into(v, out, max, 0);
+    if (out.size() > max + 16) out = out.substr(0, max) + "...";
+    return out;
+}
 
 /// IEEE half bits -> float, exactly (every half is a float); NaN payloads are kept.
 inline float half_bits_to_float(std::uint16_t h) {
@@ -171,33 +224,39 @@ inline std::vector<std::string> closest_names(std::string_view name, const std::
     return out;
 }
 
-/// Closes a file descriptor on scope exit.
-struct FdGuard {
-    int fd = -1;
-    ~FdGuard() {
-        if (fd >= 0) ::close(fd);
-    }
-};
-
 } // namespace detail
 
 /// A safetensors file read into memory and validated. Copies are cheap (they share the bytes).
 class SafetensorsFile {
 public:
     static constexpr std::uint64_t max_header_bytes = 100'000'000;  // the reference implementation's limit
+    /// Deepest JSON nesting accepted in a header (a valid one needs 3: header, entry, shape).
+    static constexpr int max_json_depth = 16;
 
     explicit SafetensorsFile(const std::filesystem::path& path) : path_(path.string()) {
-        read_whole_file(path);
+        ReadableFile file = open_for_reading(path, "safetensors file");
+        size_ = file.size;
         if (size_ < 8)
             throw IoError(fmt::format("{}: file of {} bytes is too short for the 8-byte header length (empty or truncated file)", path_, size_));
+        unsigned char len[8];
+        read_exactly(file.fd.fd, 0, len, 8, path);
         std::uint64_t n = 0;
-        for (int i = 7; i >= 0; --i) n = (n << 8) | buffer_[static_cast<std::size_t>(i)];
-        if (n > max_header_bytes) throw IoError(fmt::format("{}: header length {} exceeds the 100 MB limit", path_, n));
+        for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
+        if (n > max_header_bytes) throw IoError(fmt::format("{}: header length {} exceeds the 100 MB limit (not a safetensors file?)", path_, n));
         if (n > size_ - 8)
             throw IoError(fmt::format("{}: header length {} runs past the end of the {}-byte file (truncated file?)", path_, n, size_));
-        data_ = buffer_.get() + 8 + n;
-        data_size_ = size_ - 8 - n;
-        parse_header(std::string_view(reinterpret_cast<const char*>(buffer_.get()) + 8, n));
+        std::string header(static_cast<std::size_t>(n), '\0');
+        read_exactly(file.fd.fd, 8, header.data(), header.size(), path);
+        data_size_ = static_cast<std::size_t>(size_ - 8 - n);
+        parse_header(header);
+        // The header tiles the data section exactly, so the file is consistent: now read the data.
+        try {
+            buffer_ = std::make_shared_for_overwrite<unsigned char[]>(std::max<std::size_t>(data_size_, 1));
+        } catch (const std::bad_alloc&) {
+            throw IoError(fmt::format("{}: cannot allocate {} bytes for the data section", path_, data_size_));
+        }
+        read_exactly(file.fd.fd, 8 + n, buffer_.get(), data_size_, path);
+        data_ = buffer_.get();
     }
 
     const std::string& path() const noexcept { return path_; }
@@ -282,43 +341,35 @@ public:
     static double half_to_double(std::uint16_t h) { return detail::half_bits_to_float(h); }
 
 private:
-    void read_whole_file(const std::filesystem::path& path) {
-        detail::FdGuard fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-        if (fd.fd < 0) throw IoError(fmt::format("{}: cannot open safetensors file: {}", path_, detail::errno_text(errno)));
-        struct stat st {};
-        if (::fstat(fd.fd, &st) != 0) throw IoError(fmt::format("{}: cannot stat: {}", path_, detail::errno_text(errno)));
-        if (!S_ISREG(st.st_mode)) throw IoError(fmt::format("{}: not a regular file", path_));
-        size_ = static_cast<std::size_t>(st.st_size);
-        buffer_ = std::make_shared_for_overwrite<unsigned char[]>(std::max<std::size_t>(size_, 1));
-        std::size_t got = 0;
-        while (got < size_) {  // one read() in practice; the loop covers EINTR and >2 GB reads
-            const ssize_t r = ::read(fd.fd, buffer_.get() + got, std::min<std::size_t>(size_ - got, std::size_t{1} << 30));
-            if (r < 0 && errno == EINTR) continue;
-            if (r < 0) throw IoError(fmt::format("{}: read failed: {}", path_, detail::errno_text(errno)));
-            if (r == 0) throw IoError(fmt::format("{}: file shrank to {} bytes while being read", path_, got));
-            got += static_cast<std::size_t>(r);
-        }
-    }
-
     IoError missing(std::string_view name) const {
         const auto close = detail::closest_names(name, names());
         std::string hint;
         for (const auto& s : close) hint += fmt::format("{}'{}'", hint.empty() ? "" : ", ", s);
-        return IoError(fmt::format("{}: no tensor named '{}'{} (the file holds {} tensors)", path_, name,
+        return IoError(fmt::format("{}: no tensor named '{}'{} (the file holds {} tensors)", path_, detail::short_text(name, 200),
                                    hint.empty() ? "" : fmt::format("; did you mean {}?", hint), infos_.size()));
     }
 
     [[noreturn]] void fail(std::string_view what) const { throw IoError(fmt::format("{}: {}", path_, what)); }
     [[noreturn]] void fail(const std::string& key, std::string_view what) const {
-        throw IoError(fmt::format("{}: tensor '{}': {}", path_, key, what));
+        throw IoError(fmt::format("{}: tensor '{}': {}", path_, detail::short_text(key, 200), what));
     }
 
-    /// Parses the JSON, rejecting duplicate keys at any depth (nlohmann would keep the last one).
+    /// Parses the JSON, rejecting what nlohmann would let through: duplicate keys at any depth (it
+    /// keeps the last one), a byte-order mark (skipped), a NUL byte (read as the end of the input,
+    /// so "{}\0garbage" would parse), and nesting deeper than max_json_depth (a deep value would
+    /// be printed recursively).
     nlohmann::json parse_json(std::string_view header) const {
         using json = nlohmann::json;
+        if (header.empty() || header[0] != '{')
+            fail(fmt::format("header is not a JSON object: it must start with '{{' but starts with {}", header.empty() ? std::string("nothing (empty header)")
+                                                                                               : "'" + detail::short_text(header.substr(0, 8), 16) + "'"));
+        if (const auto nul = header.find('\0'); nul != std::string_view::npos)
+            fail(fmt::format("header holds a NUL byte at offset {} (the header is JSON text padded with spaces)", nul));
+        struct TooDeep {};
         std::vector<std::pair<std::string, std::set<std::string>>> open;  // (owning key, keys seen) per object
         std::string last_key, dup, dup_owner;
-        json::parser_callback_t track = [&](int, json::parse_event_t ev, json& parsed) {
+        json::parser_callback_t track = [&](int depth, json::parse_event_t ev, json& parsed) {
+            if ((ev == json::parse_event_t::object_start || ev == json::parse_event_t::array_start) && depth >= max_json_depth) throw TooDeep{};
             if (ev == json::parse_event_t::object_start) open.emplace_back(open.empty() ? std::string{} : last_key, std::set<std::string>{});
             else if (ev == json::parse_event_t::object_end) open.pop_back();
             else if (ev == json::parse_event_t::key) {
@@ -334,11 +385,13 @@ private:
         try {
             j = json::parse(header.begin(), header.end(), track, /*allow_exceptions*/ true, /*ignore_comments*/ false);
         } catch (const json::exception& e) {
-            fail(fmt::format("header is not valid JSON: {}", e.what()));
+            fail(fmt::format("header is not valid JSON: {}", detail::short_text(e.what(), 200)));
+        } catch (const TooDeep&) {
+            fail(fmt::format("header JSON nests deeper than {} levels", max_json_depth));
         }
         if (!dup.empty()) {
             if (dup_owner.empty()) fail(dup, "key appears twice in the header (duplicate key)");
-            fail(fmt::format("duplicate key '{}' inside header entry '{}'", dup, dup_owner));
+            fail(fmt::format("duplicate key '{}' inside header entry '{}'", detail::short_text(dup, 200), detail::short_text(dup_owner, 200)));
         }
         return j;
     }
@@ -353,7 +406,8 @@ private:
                 if (!v.is_object()) fail("header field '__metadata__' is not an object");
                 for (auto m = v.begin(); m != v.end(); ++m) {
                     if (!m.value().is_string())
-                        fail(fmt::format("header field '__metadata__': value of '{}' is {}, not a string", m.key(), m.value().dump()));
+                        fail(fmt::format("header field '__metadata__': value of '{}' is {}, not a string", detail::short_text(m.key(), 200),
+                                        detail::short_json(m.value())));
                     metadata_[m.key()] = m.value().get<std::string>();
                 }
                 continue;
@@ -372,22 +426,22 @@ private:
         ti.name = key;
         const auto& dt = v["dtype"];
         const auto dtype = dt.is_string() ? dtype_from_name(dt.get<std::string>()) : std::nullopt;
-        if (!dtype) fail(key, fmt::format("field 'dtype': unknown or unsupported dtype {}", dt.dump()));
+        if (!dtype) fail(key, fmt::format("field 'dtype': unknown or unsupported dtype {}", detail::short_json(dt)));
         ti.dtype = *dtype;
 
         const auto& shp = v["shape"];
-        if (!shp.is_array()) fail(key, fmt::format("field 'shape' is {}, not an array", shp.dump()));
+        if (!shp.is_array()) fail(key, fmt::format("field 'shape' is {}, not an array", detail::short_json(shp)));
         if (shp.size() > static_cast<std::size_t>(Shape::max_rank))
-            fail(key, fmt::format("field 'shape' {} has rank {}, more than the maximum rank {}", shp.dump(), shp.size(), Shape::max_rank));
+            fail(key, fmt::format("field 'shape' {} has rank {}, more than the maximum rank {}", detail::short_json(shp), shp.size(), Shape::max_rank));
         std::vector<index_t> dims;
         std::uint64_t numel = 1, nonzero = 1;
         for (const auto& d : shp) {
-            if (d.is_number_integer() && !d.is_number_unsigned()) fail(key, fmt::format("field 'shape' {} has a negative extent", shp.dump()));
-            if (!d.is_number_unsigned()) fail(key, fmt::format("field 'shape' {} has a non-integer extent", shp.dump()));
+            if (d.is_number_integer() && !d.is_number_unsigned()) fail(key, fmt::format("field 'shape' {} has a negative extent", detail::short_json(shp)));
+            if (!d.is_number_unsigned()) fail(key, fmt::format("field 'shape' {} has a non-integer extent", detail::short_json(shp)));
             const auto e = d.get<std::uint64_t>();
-            // Reject shapes whose element count (ignoring zeros) overflows: Shape::numel is int64.
-            if (e > 0 && (__builtin_mul_overflow(nonzero, e, &nonzero) || nonzero > static_cast<std::uint64_t>(std::numeric_limits<index_t>::max())))
-                fail(key, fmt::format("field 'shape' {} has too many elements", shp.dump()));
+            // Reject shapes whose element count (ignoring zeros) overflows or exceeds Shape::max_numel.
+            if (e > 0 && (__builtin_mul_overflow(nonzero, e, &nonzero) || nonzero > static_cast<std::uint64_t>(Shape::max_numel)))
+                fail(key, fmt::format("field 'shape' {} has too many elements (more than 2^60)", detail::short_json(shp)));
             numel = e == 0 ? 0 : numel * e;
             dims.push_back(static_cast<index_t>(e));
         }
@@ -395,7 +449,7 @@ private:
 
         const auto& off = v["data_offsets"];
         if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-            fail(key, fmt::format("field 'data_offsets' {} is not two non-negative integers", off.dump()));
+            fail(key, fmt::format("field 'data_offsets' {} is not two non-negative integers", detail::short_json(off)));
         ti.begin = off[0].get<std::size_t>();
         ti.end = off[1].get<std::size_t>();
         if (ti.end < ti.begin) fail(key, fmt::format("field 'data_offsets' [{}, {}] ends before it begins", ti.begin, ti.end));
@@ -460,80 +514,6 @@ struct TensorEntry {
 };
 
 namespace detail {
-
-/// A file written under a temporary name in the destination's directory and renamed over the
-/// destination by commit(); destroyed uncommitted, it removes the temporary file.
-class AtomicFile {
-public:
-    explicit AtomicFile(std::filesystem::path dest) : dest_(std::move(dest)) {
-        if (dest_.filename().empty()) throw IoError(fmt::format("{}: not a file name", dest_.string()));
-        static std::atomic<unsigned> counter{0};
-        for (int attempt = 0; fd_ < 0; ++attempt) {
-            tmp_ = dest_.parent_path() / fmt::format(".{}.tmp.{}.{}", dest_.filename().string(), ::getpid(), counter++);
-            fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-            if (fd_ < 0 && (errno != EEXIST || attempt > 100))
-                throw IoError(fmt::format("{}: cannot create the temporary file {}: {}", dest_.string(), tmp_.string(), errno_text(errno)));
-        }
-        buf_.reserve(buffer_bytes);
-    }
-    AtomicFile(const AtomicFile&) = delete;
-    AtomicFile& operator=(const AtomicFile&) = delete;
-    ~AtomicFile() {
-        if (fd_ >= 0) ::close(fd_);
-        if (!committed_) ::unlink(tmp_.c_str());
-    }
-
-    /// Buffers small pieces; large ones go straight to the file.
-    void write(const void* p, std::size_t n) {
-        if (buf_.size() + n > buffer_bytes) flush();
-        if (n >= buffer_bytes) return write_fully(p, n);
-        const auto* c = static_cast<const unsigned char*>(p);
-        buf_.insert(buf_.end(), c, c + n);
-    }
-
-    /// flush + fsync + close + rename: the destination now holds the complete file.
-    void commit() {
-        flush();
-        if (::fsync(fd_) != 0) fail("fsync");
-        const int fd = fd_;
-        fd_ = -1;
-        if (::close(fd) != 0) fail("close");
-        std::error_code ec;
-        std::filesystem::rename(tmp_, dest_, ec);
-        if (ec) throw IoError(fmt::format("{}: cannot rename {} over it: {}", dest_.string(), tmp_.string(), ec.message()));
-        committed_ = true;
-        // Make the rename itself durable; the file is complete either way, so failures are ignored.
-        const auto dir = dest_.parent_path().empty() ? std::filesystem::path(".") : dest_.parent_path();
-        FdGuard d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-        if (d.fd >= 0) (void)::fsync(d.fd);
-    }
-
-private:
-    static constexpr std::size_t buffer_bytes = std::size_t{1} << 20;
-
-    [[noreturn]] void fail(const char* what) const {
-        throw IoError(fmt::format("{}: {} of the temporary file {} failed: {}", dest_.string(), what, tmp_.string(), errno_text(errno)));
-    }
-    void flush() {
-        write_fully(buf_.data(), buf_.size());
-        buf_.clear();
-    }
-    void write_fully(const void* p, std::size_t n) {
-        const auto* c = static_cast<const unsigned char*>(p);
-        while (n > 0) {
-            const ssize_t w = ::write(fd_, c, std::min<std::size_t>(n, std::size_t{1} << 30));
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0) fail("write");
-            c += w;
-            n -= static_cast<std::size_t>(w);
-        }
-    }
-
-    std::filesystem::path dest_, tmp_;
-    int fd_ = -1;
-    bool committed_ = false;
-    std::vector<unsigned char> buf_;
-};
 
 template <class S, class D>
 void write_converted(AtomicFile& out, const S* src, std::size_t n) {

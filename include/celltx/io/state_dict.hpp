@@ -7,7 +7,11 @@
 // listing ALL missing and ALL unexpected names; a shape mismatch always throws, naming the key and
 // both shapes. Everything is checked before anything is copied, so a failed load leaves the module
 // untouched. Options add a key -> name mapping (add or strip a prefix) and an "ignore" predicate for
-// keys a checkpoint holds and no parameter uses (frozen embeddings).
+// keys a checkpoint holds and no parameter uses (frozen embeddings). A NaN or an infinity in a
+// value that loads into a parameter is an error too (naming the key and the flat index), unless
+// LoadOptions::allow_non_finite: a diverged checkpoint would otherwise give NaN predictions silently.
+#include <algorithm>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <optional>
@@ -33,6 +37,8 @@ struct LoadOptions {
     std::function<std::string(const std::string&)> map_name;
     /// Keys of the file that are accepted and used by nothing (tested on the key as stored in the file).
     std::function<bool(const std::string&)> ignore;
+    /// Accept NaN and infinite parameter values (off: they are an error naming the key).
+    bool allow_non_finite = false;
 };
 
 struct LoadReport {
@@ -46,6 +52,20 @@ namespace detail {
 /// "key", or "key" (as "name") when the mapping renamed it.
 inline std::string key_text(const std::string& key, const std::string& name) {
     return name == key ? fmt::format("\"{}\"", key) : fmt::format("\"{}\" (as \"{}\")", key, name);
+}
+/// Flat index and value of the first NaN or infinity of a floating tensor of `file`, or nothing.
+inline std::optional<std::pair<std::size_t, double>> first_non_finite(const SafetensorsFile& file, const TensorInfo& ti) {
+    if (!is_floating(ti.dtype)) return std::nullopt;
+    const auto n = static_cast<std::size_t>(ti.shape.numel());
+    const unsigned char* src = file.bytes(ti.name);
+    double buf[1024];
+    for (std::size_t i = 0; i < n; i += 1024) {
+        const std::size_t m = std::min<std::size_t>(1024, n - i);
+        convert(ti.dtype, src + i * dtype_size(ti.dtype), buf, m);
+        for (std::size_t k = 0; k < m; ++k)
+            if (!std::isfinite(buf[k])) return std::pair{i + k, buf[k]};
+    }
+    return std::nullopt;
 }
 inline std::string joined(const std::vector<std::string>& items) {
     std::string s;
@@ -97,6 +117,10 @@ LoadReport load_state_dict(M& module, const SafetensorsFile& file, const LoadOpt
         if (!(ti.shape == t.shape))
             errors.push_back(fmt::format("size mismatch for {}: the file holds shape {}, the parameter in the module has shape {}.",
                                          detail::key_text(key, name), ti.shape, t.shape));
+        else if (!options.allow_non_finite)
+            if (const auto bad = detail::first_non_finite(file, ti))
+                errors.push_back(fmt::format("non-finite value {} at flat index {} of {} (LoadOptions::allow_non_finite accepts it).",
+                                             bad->second, bad->first, detail::key_text(key, name)));
         plan.emplace_back(key, it->second);
     }
     for (const Target& t : targets)

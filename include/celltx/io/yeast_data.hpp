@@ -37,6 +37,11 @@ struct YeastData {
     std::filesystem::path gi_query(std::string_view go_term) const {
         return root / "yeast-gi" / ("dcell_costanzo2016_" + file_term(go_term) + "_query_unlabeled.txt");
     }
+    /// DCell's GO-term hierarchy of a GO term ("GO:0006281" or "GO_0006281"): io/dcell_topology.hpp.
+    std::filesystem::path dcell_topology(std::string_view go_term) const {
+        return root / "yeast-graphs" / ("dcell_topology_" + file_term(go_term) + ".txt");
+    }
+    /// Costanzo 2016's gene list: 15 of its ORFs are outside the universe (read with Unknown::skip).
     std::filesystem::path costanzo_genes() const { return root / "yeast-gi" / "costanzo_2016_genes.txt"; }
 
 private:

@@ -44,14 +44,20 @@ public:
     using encoder_type = typename Encoder::template module<T, B>;
 
     CgtEncoderBase(const CgtConfig& cfg, GraphRegularizerOptions graph)
-        : embedding(cfg), encoder(cfg), cfg_(cfg), reg_(cfg.num_genes, graph) {}
+        : embedding(checked(cfg)), encoder(cfg), cfg_(cfg), reg_(cfg.num_genes, graph) {}
 
     const CgtConfig& config() const noexcept { return cfg_; }
 
     /// The graphs of the graph-regularised attention: add_graph(GeneGraph, {layers, head, λ}, name).
     GraphRegularizer<T, B>& graph_regularizer() noexcept { return reg_; }
     const GraphRegularizer<T, B>& graph_regularizer() const noexcept { return reg_; }
+    /// The assignment is checked against the encoder here, not at the first forward.
     index_t add_graph(GeneGraph graph, GraphAssignment a, std::string name = {}) {
+        for (int l : a.layers)
+            require(l >= 0 && l < cfg_.num_layers, "CellGraphTransformer: graph '{}' is assigned to layer {} of a {}-layer encoder", name, l,
+                    cfg_.num_layers);
+        require(a.head >= 0 && a.head < cfg_.num_heads, "CellGraphTransformer: graph '{}' regularises head {} of {} (use head k % H)", name,
+                a.head, cfg_.num_heads);
         return reg_.add_graph(std::move(graph), std::move(a), std::move(name));
     }
 
@@ -79,6 +85,17 @@ protected:
     void reset_encoder(Generator& g) {
         cgt_detail::reset_if_possible(embedding, g);
         cgt_detail::reset_if_possible(encoder, g);
+    }
+
+    /// Sizes no policy can build a model from, rejected before any module is built.
+    static const CgtConfig& checked(const CgtConfig& c) {
+        require(c.num_genes >= 1 && c.d_model >= 1, "CellGraphTransformer: num_genes {} and d_model {} must be positive", c.num_genes,
+                c.d_model);
+        require(c.num_layers >= 1, "CellGraphTransformer: num_layers = {}: the encoder needs at least one layer", c.num_layers);
+        require(c.num_heads >= 1 && c.d_model % c.num_heads == 0, "CellGraphTransformer: d_model {} is not divisible by num_heads {}",
+                c.d_model, c.num_heads);
+        require(c.dropout >= 0.0 && c.dropout < 1.0, "CellGraphTransformer: dropout {} is outside [0, 1)", c.dropout);
+        return c;
     }
 
     CgtConfig cfg_;

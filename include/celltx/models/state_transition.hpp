@@ -86,6 +86,9 @@ public:
                 c.pert_dim, c.hidden, c.out_dim(), c.cell_set_len);
         require(c.backbone.hidden == c.hidden, "StateTransition: backbone hidden size {} differs from hidden {}", c.backbone.hidden,
                 c.hidden);
+        require(c.n_encoder_layers >= 1 && c.n_decoder_layers >= 1 && c.backbone.layers >= 1,
+                "StateTransition: n_encoder_layers {}, n_decoder_layers {} and backbone.layers {} must be >= 1", c.n_encoder_layers,
+                c.n_decoder_layers, c.backbone.layers);
         require(c.output_space != OutputSpace::all || (c.out_dim() == c.input_dim && c.out_dim() >= 8),
                 "StateTransition: output_space 'all' adds ctrl to the output: needs output_dim == input_dim >= 8 (got {} and {})",
                 c.out_dim(), c.input_dim);

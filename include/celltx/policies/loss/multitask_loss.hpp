@@ -124,7 +124,11 @@ private:
         std::vector<index_t> count(static_cast<std::size_t>(Bn), 0);
         auto labelled = [&](index_t b, index_t i) {
             if (has_mask && mask[sample_mask ? b : i] == T(0)) return false;
-            return !std::isnan(static_cast<double>(label[i]));
+            const double y = static_cast<double>(label[i]);
+            // NaN marks a missing label; an infinite one would turn the weights into NaN silently.
+            require(!std::isinf(y), "MultiTaskLoss: task '{}' label at flat index {} is {} (labels are finite, or NaN when missing)",
+                    task.name, i, y);
+            return !std::isnan(y);
         };
         for (index_t b = 0; b < Bn; ++b)
             for (index_t i = b * k; i < (b + 1) * k; ++i)
