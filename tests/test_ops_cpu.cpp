@@ -1,13 +1,22 @@
 // The cross-backend op harness on the CPU backend (testing/op_harness.hpp): every op in float and
 // double against the float64 CPU reference and a naive implementation, every backward op against
-// finite differences, and the harness's list of ops against the ops backend/ops.hpp declares.
+// finite differences, and the harness's list of ops against the ops backend/ops.hpp declares. Also
+// the per-element math every backend shares (backend/math/, core/rng.hpp's PhiloxStream): the CUDA
+// kernels run these functions, so these checks hold for them too.
 #include <boost/test/unit_test.hpp>
 #include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
+#include "celltx/backend/math/adam.hpp"
+#include "celltx/backend/math/dropout.hpp"
+#include "celltx/backend/math/softmax.hpp"
 #include "celltx/testing/op_harness.hpp"
 
 using namespace celltx;
@@ -83,6 +92,82 @@ BOOST_AUTO_TEST_CASE(the_harness_catches_a_wrong_kernel_and_a_missing_one) {
     for (const auto* c : r.failures()) failed.insert(c->op);
     BOOST_TEST((failed == std::set<std::string>{"column_sum"}), r.summary());
     BOOST_TEST((r.not_implemented == std::vector<std::string>{"scale_rows (float)"}), r.summary());
+}
+
+BOOST_AUTO_TEST_CASE(philox_stream_draws_what_counter_rng_draws) {
+    // The kernels draw through PhiloxStream (plain words, host and device); the CPU through CounterRng.
+    for (const auto& [seed, stream] : {std::pair<std::uint64_t, std::uint64_t>{0, 0}, {41, 0x55}, {~0ull, 1ull << 63}, {20261127, 7}})
+        for (const std::uint64_t sub : {0ull, 1ull, 12345ull}) {
+            const CounterRng rng = CounterRng(seed, stream).substream(sub);
+            const PhiloxStream ps = rng.philox_stream();
+            for (const std::uint64_t i : {0ull, 1ull, 2ull, 3ull, 4ull, 1001ull, (1ull << 32) + 3, ~0ull - 2}) {
+                BOOST_TEST(ps.element_bits(i) == rng.bits(i >> 2)[i & 3]);
+                BOOST_TEST(uint_to_unit(ps.element_bits(i)) == rng.uniform(i));
+            }
+        }
+}
+
+BOOST_AUTO_TEST_CASE(the_integer_dropout_rule_is_the_uniform_rule) {
+    // math::dropout_keeps_above(bits, keep_threshold(p)) decides as uniform(bits) > p for every p in
+    // [0, 1): at the threshold, on both sides of it, at the ends of the range and on random bits.
+    const CounterRng rng(9, 9);
+    std::vector<double> ps{0.0, 1e-12, 0.1, 0.2, 0.25, 0.3, 0.5, 0.7, 0.999, 1.0 - 1.0 / 4294967296.0, 0.5 + 1.0 / 8589934592.0};
+    for (std::uint64_t k = 0; k < 200; ++k) ps.push_back(rng.uniform(k));
+    std::uint64_t checked = 0, mismatches = 0;
+    for (const double p : ps) {
+        const std::uint32_t t = ops::keep_threshold(p);
+        std::vector<std::uint32_t> bits{0u, 1u, 0xFFFFFFFFu, 0xFFFFFFFEu, t};
+        if (t > 0) bits.push_back(t - 1);
+        if (t < 0xFFFFFFFFu) bits.push_back(t + 1);
+        for (std::uint64_t k = 0; k < 64; ++k) bits.push_back(rng.bits(1000 + k)[0]);
+        for (const std::uint32_t b : bits) {
+            ++checked;
+            mismatches += math::dropout_keeps(b, p) != math::dropout_keeps_above(b, t);
+        }
+    }
+    BOOST_TEST(mismatches == 0u, mismatches << " of " << checked << " decisions differ");
+}
+
+BOOST_AUTO_TEST_CASE(the_online_softmax_matches_the_direct_one) {
+    // Blocks of any size (the GPU rescales every 8 scores, the CPU every 256), scores far apart and
+    // -inf ones: the same log-sum-exp as the direct formula.
+    const CounterRng rng(3, 4);
+    std::vector<double> s(1000);
+    for (std::size_t i = 0; i < s.size(); ++i) s[i] = 30.0 * rng.normal(i) + (i == 500 ? 400.0 : 0.0);
+    s[3] = -std::numeric_limits<double>::infinity();
+    const double mx = *std::max_element(s.begin(), s.end());
+    double direct = 0.0;
+    for (double v : s) direct += std::exp(v - mx);
+    direct = mx + std::log(direct);
+    for (const std::size_t block : {std::size_t{1}, std::size_t{7}, std::size_t{8}, std::size_t{256}, std::size_t{1000}}) {
+        double m = -std::numeric_limits<double>::infinity(), sum = 0.0;
+        for (std::size_t b = 0; b < s.size(); b += block) {
+            const std::size_t e = std::min(s.size(), b + block);
+            math::online_softmax_rescale(m, sum, *std::max_element(s.begin() + static_cast<std::ptrdiff_t>(b), s.begin() + static_cast<std::ptrdiff_t>(e)));
+            for (std::size_t i = b; i < e; ++i) sum += std::exp(s[i] - m);
+        }
+        BOOST_TEST(std::abs(math::online_softmax_lse(m, sum) - direct) <= 1e-12 * std::abs(direct), "block " << block);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_adam_element_update_is_torchs) {
+    // One AdamW step of one element by hand (torch.optim.AdamW, step 1): w ← w(1 − lr·wd) − lr·m̂/(sqrt(v̂) + eps).
+    ops::AdamStep<double> s;
+    const double lr = 1e-2, wd = 0.1, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    s.neg_step = -lr / (1.0 - b1), s.bc2_sqrt = std::sqrt(1.0 - b2), s.b1 = b1, s.one_m_b1 = 1.0 - b1, s.b2 = b2, s.one_m_b2 = 1.0 - b2;
+    s.eps = eps, s.wd = wd, s.decay = 1.0 - lr * wd, s.decoupled = true;
+    double w = 0.7, m = 0.0, v = 0.0;
+    math::adam_element(s, w, 0.3, m, v, static_cast<double*>(nullptr));
+    const double mhat = 0.3, vhat = 0.09;
+    BOOST_TEST(std::abs(w - (0.7 * (1.0 - lr * wd) - lr * mhat / (std::sqrt(vhat) + eps))) < 1e-14);
+    // amsgrad keeps the larger second moment, and a NaN in it propagates (torch.maximum)
+    s.amsgrad = true;
+    double vmax = 1.0, w2 = 0.7, m2 = 0.0, v2 = 0.0;
+    math::adam_element(s, w2, 0.3, m2, v2, &vmax);
+    BOOST_TEST(vmax == 1.0);
+    double vnan = std::numeric_limits<double>::quiet_NaN(), w3 = 0.7, m3 = 0.0, v3 = 0.0;
+    math::adam_element(s, w3, 0.3, m3, v3, &vnan);
+    BOOST_TEST(std::isnan(w3));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
