@@ -10,13 +10,27 @@
 //    must be bit-identical to the CPU's. This proves that the models reach a device's memory only
 //    through ops and host staging: a real device backend needs nothing but its storage_traits and
 //    its ops::kernels.
+// The ops_cpu suite also checks the per-element math every backend shares (backend/math/,
+// core/rng.hpp's PhiloxStream): the CUDA kernels run these functions, so these checks hold for them too.
 #include <boost/test/unit_test.hpp>
 #include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
+#include <unistd.h>
+#include <filesystem>
+#include <iterator>
+#include <string_view>
+#include "celltx/backend/math/adam.hpp"
+#include "celltx/backend/math/dropout.hpp"
+#include "celltx/backend/math/softmax.hpp"
+#include "celltx/io/state_dict.hpp"
 #include "celltx/testing/emulated_device.hpp"
 #include "celltx/testing/model_parity.hpp"
 #include "celltx/testing/op_harness.hpp"
@@ -97,6 +111,82 @@ BOOST_AUTO_TEST_CASE(the_harness_catches_a_wrong_kernel_and_a_missing_one) {
     BOOST_TEST((r.not_implemented == std::vector<std::string>{"scale_rows (float)"}), r.summary());
 }
 
+BOOST_AUTO_TEST_CASE(philox_stream_draws_what_counter_rng_draws) {
+    // The kernels draw through PhiloxStream (plain words, host and device); the CPU through CounterRng.
+    for (const auto& [seed, stream] : {std::pair<std::uint64_t, std::uint64_t>{0, 0}, {41, 0x55}, {~0ull, 1ull << 63}, {20261127, 7}})
+        for (const std::uint64_t sub : {0ull, 1ull, 12345ull}) {
+            const CounterRng rng = CounterRng(seed, stream).substream(sub);
+            const PhiloxStream ps = rng.philox_stream();
+            for (const std::uint64_t i : {0ull, 1ull, 2ull, 3ull, 4ull, 1001ull, (1ull << 32) + 3, ~0ull - 2}) {
+                BOOST_TEST(ps.element_bits(i) == rng.bits(i >> 2)[i & 3]);
+                BOOST_TEST(uint_to_unit(ps.element_bits(i)) == rng.uniform(i));
+            }
+        }
+}
+
+BOOST_AUTO_TEST_CASE(the_integer_dropout_rule_is_the_uniform_rule) {
+    // math::dropout_keeps_above(bits, keep_threshold(p)) decides as uniform(bits) > p for every p in
+    // [0, 1): at the threshold, on both sides of it, at the ends of the range and on random bits.
+    const CounterRng rng(9, 9);
+    std::vector<double> ps{0.0, 1e-12, 0.1, 0.2, 0.25, 0.3, 0.5, 0.7, 0.999, 1.0 - 1.0 / 4294967296.0, 0.5 + 1.0 / 8589934592.0};
+    for (std::uint64_t k = 0; k < 200; ++k) ps.push_back(rng.uniform(k));
+    std::uint64_t checked = 0, mismatches = 0;
+    for (const double p : ps) {
+        const std::uint32_t t = ops::keep_threshold(p);
+        std::vector<std::uint32_t> bits{0u, 1u, 0xFFFFFFFFu, 0xFFFFFFFEu, t};
+        if (t > 0) bits.push_back(t - 1);
+        if (t < 0xFFFFFFFFu) bits.push_back(t + 1);
+        for (std::uint64_t k = 0; k < 64; ++k) bits.push_back(rng.bits(1000 + k)[0]);
+        for (const std::uint32_t b : bits) {
+            ++checked;
+            mismatches += math::dropout_keeps(b, p) != math::dropout_keeps_above(b, t);
+        }
+    }
+    BOOST_TEST(mismatches == 0u, mismatches << " of " << checked << " decisions differ");
+}
+
+BOOST_AUTO_TEST_CASE(the_online_softmax_matches_the_direct_one) {
+    // Blocks of any size (the GPU rescales every 8 scores, the CPU every 256), scores far apart and
+    // -inf ones: the same log-sum-exp as the direct formula.
+    const CounterRng rng(3, 4);
+    std::vector<double> s(1000);
+    for (std::size_t i = 0; i < s.size(); ++i) s[i] = 30.0 * rng.normal(i) + (i == 500 ? 400.0 : 0.0);
+    s[3] = -std::numeric_limits<double>::infinity();
+    const double mx = *std::max_element(s.begin(), s.end());
+    double direct = 0.0;
+    for (double v : s) direct += std::exp(v - mx);
+    direct = mx + std::log(direct);
+    for (const std::size_t block : {std::size_t{1}, std::size_t{7}, std::size_t{8}, std::size_t{256}, std::size_t{1000}}) {
+        double m = -std::numeric_limits<double>::infinity(), sum = 0.0;
+        for (std::size_t b = 0; b < s.size(); b += block) {
+            const std::size_t e = std::min(s.size(), b + block);
+            math::online_softmax_rescale(m, sum, *std::max_element(s.begin() + static_cast<std::ptrdiff_t>(b), s.begin() + static_cast<std::ptrdiff_t>(e)));
+            for (std::size_t i = b; i < e; ++i) sum += std::exp(s[i] - m);
+        }
+        BOOST_TEST(std::abs(math::online_softmax_lse(m, sum) - direct) <= 1e-12 * std::abs(direct), "block " << block);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_adam_element_update_is_torchs) {
+    // One AdamW step of one element by hand (torch.optim.AdamW, step 1): w ← w(1 − lr·wd) − lr·m̂/(sqrt(v̂) + eps).
+    ops::AdamStep<double> s;
+    const double lr = 1e-2, wd = 0.1, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    s.neg_step = -lr / (1.0 - b1), s.bc2_sqrt = std::sqrt(1.0 - b2), s.b1 = b1, s.one_m_b1 = 1.0 - b1, s.b2 = b2, s.one_m_b2 = 1.0 - b2;
+    s.eps = eps, s.wd = wd, s.decay = 1.0 - lr * wd, s.decoupled = true;
+    double w = 0.7, m = 0.0, v = 0.0;
+    math::adam_element(s, w, 0.3, m, v, static_cast<double*>(nullptr));
+    const double mhat = 0.3, vhat = 0.09;
+    BOOST_TEST(std::abs(w - (0.7 * (1.0 - lr * wd) - lr * mhat / (std::sqrt(vhat) + eps))) < 1e-14);
+    // amsgrad keeps the larger second moment, and a NaN in it propagates (torch.maximum)
+    s.amsgrad = true;
+    double vmax = 1.0, w2 = 0.7, m2 = 0.0, v2 = 0.0;
+    math::adam_element(s, w2, 0.3, m2, v2, &vmax);
+    BOOST_TEST(vmax == 1.0);
+    double vnan = std::numeric_limits<double>::quiet_NaN(), w3 = 0.7, m3 = 0.0, v3 = 0.0;
+    math::adam_element(s, w3, 0.3, m3, v3, &vnan);
+    BOOST_TEST(std::isnan(w3));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(ops_emulated_device)
@@ -119,6 +209,62 @@ BOOST_AUTO_TEST_CASE(state_training_step_is_bit_identical_to_the_cpu) {
     std::string where;
     const double e = testing::compare_runs(testing::state_scenario<float, emulated_device>(), testing::state_scenario<float, cpu>(), &where);
     BOOST_TEST(e == 0.0, "largest difference " << e << " at " << where);
+}
+
+BOOST_AUTO_TEST_CASE(the_scenarios_measure_float_error_against_double) {
+    // The yardstick of the GPU's model tests: float against double on the CPU.
+    std::string where;
+    const double cgt = testing::compare_runs(testing::cgt_scenario<float, cpu>(), testing::cgt_scenario<double, cpu>(), &where);
+    BOOST_TEST_MESSAGE("CGT step, float vs double: " << cgt << " at " << where);
+    // Adam normalises each gradient entry, so an entry whose exact value is 0 (the key bias, to
+    // which softmax is blind) steps by ±lr on its rounding noise: about 2e-3 of the weights here.
+    BOOST_TEST(cgt < 1e-2);
+    const double st = testing::compare_runs(testing::state_scenario<float, cpu>(), testing::state_scenario<double, cpu>(), &where);
+    BOOST_TEST_MESSAGE("State step, float vs double: " << st << " at " << where);
+    BOOST_TEST(st < 1e-3);
+}
+
+BOOST_AUTO_TEST_CASE(state_dicts_load_into_and_save_from_a_device_model) {
+    // The device path of io::load_state_dict / save_state_dict (read on the host and upload; download
+    // and write), as the CUDA backend takes it.
+    StateConfig c;
+    c.input_dim = c.output_dim = 10;
+    c.pert_dim = 3;
+    c.hidden = 16;
+    c.n_encoder_layers = c.n_decoder_layers = 2;
+    c.cell_set_len = 6;
+    c.backbone.layers = 1;
+    c.backbone.heads = 2;
+    c.backbone.intermediate = 24;
+    StateTransition<float, cpu, LlamaBackbone, EnergyLoss, ConfidenceToken> host(c);
+    Generator g(11);
+    host.reset_parameters(g);
+    const auto dir = std::filesystem::temp_directory_path();
+    const auto a = dir / ("celltx_emulated_a_" + std::to_string(::getpid()) + ".safetensors");
+    const auto b = dir / ("celltx_emulated_b_" + std::to_string(::getpid()) + ".safetensors");
+    io::save_state_dict(host, a);
+    StateTransition<float, emulated_device, LlamaBackbone, EnergyLoss, ConfidenceToken> dev(c);
+    const io::LoadReport r = io::load_state_dict(dev, a);
+    BOOST_TEST(r.missing.empty());
+    BOOST_TEST(r.unexpected.empty());
+    std::size_t names = 0;
+    host.visit_parameters([&](std::string_view, Parameter<float>&) { ++names; }, std::string{});
+    BOOST_TEST(r.loaded.size() == names);
+    io::save_state_dict(dev, b);
+    auto bytes = [](const std::filesystem::path& p) {
+        std::ifstream f(p, std::ios::binary);
+        return std::string(std::istreambuf_iterator<char>(f), {});
+    };
+    BOOST_TEST(bytes(a) == bytes(b), "the device model saves the file it loaded");
+
+    Tensor<float> pert(Shape{2, 6, 3}), ctrl = Tensor<float>::uninitialized(Shape{2, 6, 10});
+    for (index_t i = 0; i < 12; ++i) pert[i * 3 + i % 3] = 1.0f;
+    for (index_t i = 0; i < ctrl.numel(); ++i) ctrl[i] = static_cast<float>(g.normal());
+    const Tensor<float> ph = host.forward(pert.cview(), ctrl.cview()).pred;
+    const Tensor<float> pd = to_host(dev.forward(pert.to<emulated_device>().cview(), ctrl.to<emulated_device>().cview()).pred);
+    BOOST_TEST(std::equal(ph.data(), ph.data() + ph.numel(), pd.data()));
+    std::filesystem::remove(a);
+    std::filesystem::remove(b);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -72,7 +72,7 @@ struct GraphTerm {
     std::span<const index_t> col;      ///< key index of each edge
     std::span<const T> value;          ///< W_ij of each edge
 
-    index_t nnz() const noexcept { return static_cast<index_t>(col.size()); }
+    constexpr index_t nnz() const noexcept { return static_cast<index_t>(col.size()); }
 };
 
 /// The graph-regularisation term fused into the score gradient: dL/dS_ij += c_i·P_ij − W_ij.
@@ -118,7 +118,7 @@ struct RaggedCrossAttention {
     index_t heads = 1, dh = 1;             ///< d = heads·dh
     RowDropout dropout;                    ///< on the probabilities
 
-    index_t d_model() const noexcept { return heads * dh; }
+    constexpr index_t d_model() const noexcept { return heads * dh; }
 };
 
 // ---- segments (readouts' pooling) ---------------------------------------------------------------

@@ -5,39 +5,82 @@
 #include <cmath>
 #include <cstdint>
 #include <numbers>
+#include "celltx/core/host_device.hpp"
 
 namespace celltx {
 
-/// One Philox4x32-10 block: 128 random bits from a 128-bit counter and a 64-bit key.
-inline std::array<std::uint32_t, 4> philox4x32(std::array<std::uint32_t, 4> ctr, std::array<std::uint32_t, 2> key) noexcept {
+/// The rounds of Philox4x32-10 in place: c (the 128-bit counter) becomes the block's 128 random
+/// bits under key (k0, k1). Host and device run this same function.
+CELLTX_HOST_DEVICE inline void philox4x32_rounds(std::uint32_t (&c)[4], std::uint32_t k0, std::uint32_t k1) noexcept {
     constexpr std::uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u, w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
     for (int round = 0; round < 10; ++round) {
-        const std::uint64_t p0 = static_cast<std::uint64_t>(m0) * ctr[0];
-        const std::uint64_t p1 = static_cast<std::uint64_t>(m1) * ctr[2];
-        ctr = {static_cast<std::uint32_t>(p1 >> 32) ^ ctr[1] ^ key[0], static_cast<std::uint32_t>(p1),
-               static_cast<std::uint32_t>(p0 >> 32) ^ ctr[3] ^ key[1], static_cast<std::uint32_t>(p0)};
-        key[0] += w0;
-        key[1] += w1;
+#if defined(__CUDA_ARCH__)
+        const std::uint32_t hi0 = __umulhi(m0, c[0]), lo0 = m0 * c[0], hi1 = __umulhi(m1, c[2]), lo1 = m1 * c[2];
+#else
+        const std::uint64_t p0 = static_cast<std::uint64_t>(m0) * c[0];
+        const std::uint64_t p1 = static_cast<std::uint64_t>(m1) * c[2];
+        const std::uint32_t hi0 = static_cast<std::uint32_t>(p0 >> 32), lo0 = static_cast<std::uint32_t>(p0);
+        const std::uint32_t hi1 = static_cast<std::uint32_t>(p1 >> 32), lo1 = static_cast<std::uint32_t>(p1);
+#endif
+        const std::uint32_t n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
+        c[0] = n0;
+        c[1] = lo1;
+        c[2] = n2;
+        c[3] = lo0;
+        k0 += w0;
+        k1 += w1;
     }
-    return ctr;
 }
 
+/// One Philox4x32-10 block: 128 random bits from a 128-bit counter and a 64-bit key.
+inline std::array<std::uint32_t, 4> philox4x32(std::array<std::uint32_t, 4> ctr, std::array<std::uint32_t, 2> key) noexcept {
+    std::uint32_t c[4] = {ctr[0], ctr[1], ctr[2], ctr[3]};
+    philox4x32_rounds(c, key[0], key[1]);
+    return {c[0], c[1], c[2], c[3]};
+}
+
+/// A CounterRng's stream as plain words, for kernels: element i's 32 random bits are lane i & 3 of
+/// block i >> 2, exactly as CounterRng::bits / uniform address them.
+struct PhiloxStream {
+    std::uint32_t key0 = 0, key1 = 0, stream0 = 0, stream1 = 0;
+
+    /// The 128 bits of block `index` (CounterRng::bits).
+    CELLTX_HOST_DEVICE void block(std::uint64_t index, std::uint32_t (&out)[4]) const noexcept {
+        out[0] = static_cast<std::uint32_t>(index);
+        out[1] = static_cast<std::uint32_t>(index >> 32);
+        out[2] = stream0;
+        out[3] = stream1;
+        philox4x32_rounds(out, key0, key1);
+    }
+    /// The 32 random bits of element i (one lane of a block).
+    CELLTX_HOST_DEVICE std::uint32_t element_bits(std::uint64_t i) const noexcept {
+        std::uint32_t b[4];
+        block(i >> 2, b);
+        return b[i & 3];
+    }
+};
+
 /// Uniform in (0, 1] from 32 random bits; never 0, so log() is safe.
-inline double uint_to_unit(std::uint32_t x) noexcept { return (static_cast<double>(x) + 1.0) * (1.0 / 4294967296.0); }
+CELLTX_HOST_DEVICE inline double uint_to_unit(std::uint32_t x) noexcept { return (static_cast<double>(x) + 1.0) * (1.0 / 4294967296.0); }
 
 /// A stream of random numbers addressed by index: draw(i) is the same whoever asks and when.
 class CounterRng {
 public:
     constexpr CounterRng() = default;
-    constexpr CounterRng(std::uint64_t seed, std::uint64_t stream = 0) noexcept : seed_(seed), stream_(stream) {}
+    CELLTX_HOST_DEVICE constexpr CounterRng(std::uint64_t seed, std::uint64_t stream = 0) noexcept : seed_(seed), stream_(stream) {}
 
-    std::uint64_t seed() const noexcept { return seed_; }
-    std::uint64_t stream() const noexcept { return stream_; }
+    CELLTX_HOST_DEVICE std::uint64_t seed() const noexcept { return seed_; }
+    CELLTX_HOST_DEVICE std::uint64_t stream() const noexcept { return stream_; }
     /// A derived, independent stream (e.g. one per layer, per step).
-    CounterRng substream(std::uint64_t id) const noexcept {
+    CELLTX_HOST_DEVICE CounterRng substream(std::uint64_t id) const noexcept {
         return CounterRng(seed_, mix(stream_ * 0x9E3779B97F4A7C15ull + id + 1));
     }
 
+    /// The same stream as plain words, for kernels.
+    CELLTX_HOST_DEVICE PhiloxStream philox_stream() const noexcept {
+        return {static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32), static_cast<std::uint32_t>(stream_),
+                static_cast<std::uint32_t>(stream_ >> 32)};
+    }
     /// 128 random bits for block `index`.
     std::array<std::uint32_t, 4> bits(std::uint64_t index) const noexcept {
         return philox4x32({static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(index >> 32),
@@ -62,7 +105,7 @@ public:
     }
 
 private:
-    static constexpr std::uint64_t mix(std::uint64_t z) noexcept {  // splitmix64 finaliser
+    CELLTX_HOST_DEVICE static constexpr std::uint64_t mix(std::uint64_t z) noexcept {  // splitmix64 finaliser
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
         return z ^ (z >> 31);

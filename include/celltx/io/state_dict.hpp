@@ -10,6 +10,9 @@
 // keys a checkpoint holds and no parameter uses (frozen embeddings). A NaN or an infinity in a
 // value that loads into a parameter is an error too (naming the key and the flat index), unless
 // LoadOptions::allow_non_finite: a diverged checkpoint would otherwise give NaN predictions silently.
+//
+// Device modules (a model on celltx::cuda) load and save the same files: each tensor is read on the
+// host and uploaded into its parameter (load), or downloaded (save).
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -27,9 +30,24 @@
 
 namespace celltx::io {
 
-/// A module whose parameters can be loaded and saved by name.
+namespace detail {
+/// The backend a module names (M::backend), or cpu.
 template <class M>
-concept StateDictModule = ParameterVisitable<M, float> || ParameterVisitable<M, double>;
+struct module_backend {
+    using type = cpu;
+};
+template <class M>
+    requires requires { typename M::backend; }
+struct module_backend<M> {
+    using type = typename M::backend;
+};
+} // namespace detail
+
+/// A module whose parameters can be loaded and saved by name, on the host or on a device.
+template <class M>
+concept StateDictModule = ParameterVisitable<M, float, typename detail::module_backend<M>::type> ||
+                          ParameterVisitable<M, double, typename detail::module_backend<M>::type> || ParameterVisitable<M, float> ||
+                          ParameterVisitable<M, double> || ParameterVisitable<M, float, cuda> || ParameterVisitable<M, double, cuda>;
 
 struct LoadOptions {
     bool strict = true;  ///< missing or unexpected names are an error
@@ -87,11 +105,18 @@ LoadReport load_state_dict(M& module, const SafetensorsFile& file, const LoadOpt
     module.visit_parameters(
         [&](const auto& name, auto& p) {
             using V = decltype(p.value);
-            static_assert(!V::backend::is_device, "load_state_dict loads host parameters");
+            using T = typename V::value_type;
             if (!by_name.emplace(std::string(name), targets.size()).second)
                 throw Error(fmt::format("{}: the module has two parameters named '{}'", file.path(), name));
-            targets.push_back({std::string(name), p.value.shape(),
-                               [&file, &p](std::string_view key) { file.load_into<typename V::value_type>(key, p.value.view()); }});
+            targets.push_back({std::string(name), p.value.shape(), [&file, &p](std::string_view key) {
+                                   if constexpr (V::backend::is_device) {  // read on the host, then upload
+                                       auto h = Tensor<T, cpu>::uninitialized(p.value.shape());
+                                       file.load_into<T>(key, h.view());
+                                       upload(static_cast<const T*>(h.data()), p.value.view());
+                                   } else {
+                                       file.load_into<T>(key, p.value.view());
+                                   }
+                               }});
         },
         std::string{});
 
@@ -151,12 +176,27 @@ LoadReport load_state_dict(M& module, const std::filesystem::path& path, const L
     return load_state_dict(module, SafetensorsFile(path), options);
 }
 
-/// Writes every parameter value under its name (as its own dtype, or all as `as`), atomically.
+/// Writes every parameter value under its name (as its own dtype, or all as `as`), atomically; a
+/// device module's values are downloaded first.
 template <StateDictModule M>
 void save_state_dict(M& module, const std::filesystem::path& path, const std::map<std::string, std::string>& metadata = {},
                      std::optional<DType> as = std::nullopt) {
     std::vector<TensorEntry> entries;
-    module.visit_parameters([&](const auto& name, auto& p) { entries.emplace_back(std::string(name), p.value.cview(), as); }, std::string{});
+    std::vector<Tensor<float, cpu>> host_f;  // downloaded values (their storage does not move with the vectors)
+    std::vector<Tensor<double, cpu>> host_d;
+    module.visit_parameters(
+        [&](const auto& name, auto& p) {
+            using V = std::remove_cvref_t<decltype(p.value)>;
+            if constexpr (V::backend::is_device) {
+                if constexpr (std::is_same_v<typename V::value_type, float>)
+                    entries.emplace_back(std::string(name), host_f.emplace_back(to_host(p.value)).cview(), as);
+                else
+                    entries.emplace_back(std::string(name), host_d.emplace_back(to_host(p.value)).cview(), as);
+            } else {
+                entries.emplace_back(std::string(name), p.value.cview(), as);
+            }
+        },
+        std::string{});
     save_safetensors(path, entries, metadata);
 }
 

@@ -11,6 +11,9 @@
 //  - state_scenario: a State model with the LLaMA backbone (grouped KV heads), the combined
 //    Sinkhorn + energy loss, the confidence token, the gene decoder, the batch embedding and L1.
 // compare_runs gives the largest normwise difference of two runs (0 when bit-identical).
+// The CPU runs (float and double) can be compiled once per program: define
+// CELLTX_EXTERN_PARITY_SCENARIOS in every translation unit and CELLTX_DEFINE_PARITY_SCENARIOS in
+// exactly one (tests/parity_scenarios.cpp), before this header.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -204,5 +207,20 @@ inline double compare_runs(const ModelRun& a, const ModelRun& ref, std::string* 
     one(a.weights, ref.weights, "weight after the step");
     return worst;
 }
+
+#define CELLTX_PARITY_SCENARIO_LIST(X) \
+    X(cgt_scenario, float)                \
+    X(cgt_scenario, double)               \
+    X(state_scenario, float)              \
+    X(state_scenario, double)
+#if defined(CELLTX_DEFINE_PARITY_SCENARIOS)
+#define CELLTX_PARITY_INSTANTIATE(f, T) template ModelRun f<T, cpu>(std::uint64_t);
+CELLTX_PARITY_SCENARIO_LIST(CELLTX_PARITY_INSTANTIATE)
+#undef CELLTX_PARITY_INSTANTIATE
+#elif defined(CELLTX_EXTERN_PARITY_SCENARIOS)
+#define CELLTX_PARITY_EXTERN(f, T) extern template ModelRun f<T, cpu>(std::uint64_t);
+CELLTX_PARITY_SCENARIO_LIST(CELLTX_PARITY_EXTERN)
+#undef CELLTX_PARITY_EXTERN
+#endif
 
 } // namespace celltx::testing

@@ -20,7 +20,10 @@
 #include <limits>
 #include <span>
 #include <vector>
+#include "celltx/backend/attention_checks.hpp"
 #include "celltx/backend/cpu/eigen.hpp"
+#include "celltx/backend/math/dropout.hpp"
+#include "celltx/backend/math/softmax.hpp"
 #include "celltx/backend/types.hpp"
 #include "celltx/backend/cpu/parallel.hpp"
 #include "celltx/core/rng.hpp"
@@ -35,6 +38,7 @@ using ops::GraphTerm;
 using ops::HeadsRef;
 using ops::attention_element_index;
 using ops::keep_threshold;
+using namespace ops::attention_checks;
 
 // Query x key block sizes: a 64×256 score block (64 KB in float) stays in L2 with its operands.
 inline constexpr index_t fwd_block_q = 64, fwd_block_k = 256;
@@ -48,29 +52,9 @@ inline index_t min_parallel_tasks(const AttentionDims& d, index_t tasks) {
     return work < 262144.0 ? tasks + 1 : 2;
 }
 
-inline void check_dims(const AttentionDims& d) {
-    require(d.batch >= 0 && d.tq >= 0 && d.tk >= 0, "attention: negative size (batch {}, tq {}, tk {})", d.batch, d.tq, d.tk);
-    require(d.hq >= 1 && d.hkv >= 1 && d.hq % d.hkv == 0, "attention: {} query heads are not a multiple of {} kv heads", d.hq, d.hkv);
-    require(d.dh >= 1, "attention: head_dim {} must be positive", d.dh);
-    require(std::isfinite(d.scale), "attention: scale {} is not finite", d.scale);
-}
-
-template <class T>
-void check_operand(const char* what, HeadsRef<T> x, index_t heads, const AttentionDims& d, index_t tokens) {
-    require(x.ld >= heads * d.dh, "attention: {} has ld {} < heads*dh = {}", what, x.ld, heads * d.dh);
-    require(x.data != nullptr || d.batch * tokens == 0, "attention: {} is null", what);
-}
-
-inline void check_dropout(const AttentionDropout& drop) {
-    require(drop.p >= 0.0 && drop.p < 1.0, "attention: dropout probability {} is outside [0, 1)", drop.p);
-}
-
 template <class T>
 void check_term(const GraphTerm<T>& t, const AttentionDims& d) {
-    require(t.head >= 0 && t.head < d.hq, "attention graph hook: head {} out of range for {} heads", t.head, d.hq);
-    require(static_cast<index_t>(t.row_ptr.size()) == d.tq + 1, "attention graph hook: row_ptr has {} entries, expected tq+1 = {}",
-            t.row_ptr.size(), d.tq + 1);
-    require(t.value.size() == t.col.size(), "attention graph hook: {} values for {} column indices", t.value.size(), t.col.size());
+    check_term_shape(t, d);
     require(t.row_ptr[0] == 0 && t.row_ptr[d.tq] == t.nnz(), "attention graph hook: row_ptr must run from 0 to nnz = {}", t.nnz());
     for (index_t i = 0; i < d.tq; ++i)
         require(t.row_ptr[i] <= t.row_ptr[i + 1], "attention graph hook: row_ptr decreases at row {}", i);
@@ -121,7 +105,7 @@ void dropout_factors(const CounterRng& rng, std::uint32_t threshold, T keep_scal
         const int count = static_cast<int>(std::min<std::uint64_t>(16, ((idx + static_cast<std::uint64_t>(n - c) + 3) >> 2) - block));
         philox_blocks(rng, block, count, bits);
         const index_t skip = static_cast<index_t>(idx & 3), len = std::min(n - c, 4 * static_cast<index_t>(count) - skip);
-        for (index_t e = 0; e < len; ++e) out[c + e] = bits[skip + e] >= threshold ? keep_scale : T(0);
+        for (index_t e = 0; e < len; ++e) out[c + e] = math::dropout_factor(bits[skip + e], threshold, keep_scale);
         c += len;
     }
 }
@@ -198,11 +182,9 @@ static void attention_forward(const AttentionDims& d, HeadsRef<const T> q, Heads
             s.noalias() = qs * block(k, d.tk, b, j0, hk, n, dh).transpose();
             for (index_t r = 0; r < m; ++r) {
                 auto row = s.row(r).array();
-                const T new_max = std::max(mx[r], row.maxCoeff());
-                const T corr = std::exp(mx[r] - new_max);  // exp(-inf) = 0 on the first block
-                row = (row - new_max).exp();
-                l[r] = l[r] * corr + row.sum();  // the normaliser uses the probabilities before dropout
-                mx[r] = new_max;
+                const T corr = math::online_softmax_rescale(mx[r], l[r], row.maxCoeff());  // 0 on the first block
+                row = (row - mx[r]).exp();
+                l[r] += row.sum();  // the normaliser uses the probabilities before dropout
                 acc.row(r) *= corr;
                 if (drop.active()) {
                     dropout_factors(rng, threshold, keep_scale, attention_element_index(d, b, h, i0 + r, j0), n, factors);
@@ -213,7 +195,7 @@ static void attention_forward(const AttentionDims& d, HeadsRef<const T> q, Heads
         }
         for (index_t r = 0; r < m; ++r) {
             out.row(r) = acc.row(r) / l[r];
-            lse_out[r] = mx[r] + std::log(l[r]);
+            lse_out[r] = math::online_softmax_lse(mx[r], l[r]);
         }
     }, min_parallel_tasks(d, ntasks));
 }

@@ -1,13 +1,15 @@
 #pragma once
 // Element-wise CPU kernels: fills and scalings, row broadcasts and column sums, activations (value
-// and derivative), the SwiGLU product, dropout masks. Work is split into fixed blocks of elements
-// and every random draw is addressed by element index, so results never depend on the thread count.
+// and derivative), the SwiGLU product, dropout masks; the per-element math is backend/math/'s, which
+// the CUDA kernels run too. Work is split into fixed blocks of elements and every random draw is
+// addressed by element index, so results never depend on the thread count.
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <numbers>
 #include "celltx/backend/cpu/eigen.hpp"
 #include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/backend/math/activation.hpp"
+#include "celltx/backend/math/dropout.hpp"
 #include "celltx/backend/types.hpp"
 #include "celltx/core/rng.hpp"
 #include "celltx/core/tensor.hpp"
@@ -24,41 +26,6 @@ void for_blocks(index_t n, F&& f) {
     parallel_for(blocks, [&](index_t b) { f(b * elementwise_block, std::min(n, (b + 1) * elementwise_block)); });
 }
 
-/// Value and derivative of each activation, in the input's precision (as PyTorch computes them).
-template <class T>
-struct Gelu {
-    static T value(T x) { return T(0.5) * x * (T(1) + std::erf(x * T(std::numbers::sqrt2 / 2))); }
-    static T derivative(T x) {
-        const T cdf = T(0.5) * (T(1) + std::erf(x * T(std::numbers::sqrt2 / 2)));
-        const T pdf = std::exp(T(-0.5) * x * x) * T(0.5 * std::numbers::inv_sqrtpi * std::numbers::sqrt2);
-        return cdf + x * pdf;
-    }
-};
-template <class T>
-struct GeluTanh {
-    static constexpr T k = T(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);  // sqrt(2/pi)
-    static constexpr T c = T(0.044715);
-    static T value(T x) { return T(0.5) * x * (T(1) + std::tanh(k * (x + c * x * x * x))); }
-    static T derivative(T x) {
-        const T t = std::tanh(k * (x + c * x * x * x));
-        return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * c * x * x);
-    }
-};
-template <class T>
-struct Relu {
-    static T value(T x) { return x > T(0) ? x : T(0); }
-    static T derivative(T x) { return x > T(0) ? T(1) : T(0); }  // 0 at 0, like PyTorch's threshold_backward
-};
-template <class T>
-struct Silu {
-    static T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
-    static T value(T x) { return x * sigmoid(x); }
-    static T derivative(T x) {
-        const T s = sigmoid(x);
-        return s * (T(1) + x * (T(1) - s));
-    }
-};
-
 /// Keep factor (0 or 1/(1−p)) of element `index` of `rng`: kept iff uniform > p, as nn::Dropout;
 /// caches the last Philox block, since neighbouring elements share one.
 template <class T>
@@ -74,7 +41,7 @@ struct KeepMask {
             cached = index >> 2;
             bits = rng.bits(cached);
         }
-        return uint_to_unit(bits[index & 3]) > p ? scale : T(0);
+        return math::dropout_keeps(bits[index & 3], p) ? scale : T(0);
     }
 };
 
@@ -82,10 +49,10 @@ struct KeepMask {
 template <class T, class F>
 void with_activation(ActivationKind kind, F&& f) {
     switch (kind) {
-        case ActivationKind::gelu: f(Gelu<T>{}); return;
-        case ActivationKind::gelu_tanh: f(GeluTanh<T>{}); return;
-        case ActivationKind::relu: f(Relu<T>{}); return;
-        case ActivationKind::silu: f(Silu<T>{}); return;
+        case ActivationKind::gelu: f(math::ActivationMath<ActivationKind::gelu, T>{}); return;
+        case ActivationKind::gelu_tanh: f(math::ActivationMath<ActivationKind::gelu_tanh, T>{}); return;
+        case ActivationKind::relu: f(math::ActivationMath<ActivationKind::relu, T>{}); return;
+        case ActivationKind::silu: f(math::ActivationMath<ActivationKind::silu, T>{}); return;
     }
 }
 
@@ -192,18 +159,14 @@ struct elementwise {
     template <Scalar T>
     static void swiglu_forward(const T* g, const T* u, T* h, index_t n) {
         cpu_detail::for_blocks(n, [&](index_t b, index_t e) {
-            for (index_t i = b; i < e; ++i) h[i] = cpu_detail::Silu<T>::value(g[i]) * u[i];
+            for (index_t i = b; i < e; ++i) h[i] = math::swiglu_value(g[i], u[i]);
         });
     }
 
     template <Scalar T>
     static void swiglu_backward(const T* g, const T* u, const T* dh, T* dg, T* du, index_t n) {
-        using S = cpu_detail::Silu<T>;
         cpu_detail::for_blocks(n, [&](index_t b, index_t e) {
-            for (index_t i = b; i < e; ++i) {
-                dg[i] = dh[i] * u[i] * S::derivative(g[i]);
-                du[i] = dh[i] * S::value(g[i]);
-            }
+            for (index_t i = b; i < e; ++i) math::swiglu_gradients(g[i], u[i], dh[i], dg[i], du[i]);
         });
     }
 
@@ -217,7 +180,7 @@ struct elementwise {
                 for (int r = 0; r < 4; ++r) {
                     const index_t i = q * 4 + r;
                     if (i >= e) break;
-                    const T m = uint_to_unit(bits[r]) > p ? scale : T(0);
+                    const T m = math::dropout_keeps(bits[r], p) ? scale : T(0);
                     if (backward) out[i] += in[i] * m;
                     else out[i] = in[i] * m;
                 }

@@ -1,12 +1,14 @@
 #pragma once
 // Row-wise normalisation kernels on the CPU (LayerNorm, RMSNorm) for a [rows, d] matrix.
-// Row statistics are accumulated in double whatever T is (PyTorch accumulates in at least float32).
+// Row statistics are accumulated in double whatever T is (PyTorch accumulates in at least float32);
+// the formulas on top of them are backend/math/norm.hpp's, which the CUDA kernels run too.
 // Rows run in parallel; parameter gradients are reduced over fixed row chunks, so results do not
 // depend on the thread count.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 #include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/backend/math/norm.hpp"
 #include "celltx/core/tensor.hpp"
 
 namespace celltx::cpu_detail {
@@ -72,15 +74,14 @@ struct normalization {
                 const double c = xr[j] - mean;
                 var += c * c;
             }
-            var /= static_cast<double>(d);
-            const double rs = 1.0 / std::sqrt(var + eps);
+            const double rs = math::inverse_rms(var, static_cast<double>(d), eps);
             rstd[r] = static_cast<T>(rs);
             T* hr = xhat + r * d;
             T* yr = y + r * d;
             for (index_t j = 0; j < d; ++j) {
                 const double h = (xr[j] - mean) * rs;
                 hr[j] = static_cast<T>(h);
-                yr[j] = w ? static_cast<T>(h * w[j] + b[j]) : static_cast<T>(h);
+                yr[j] = w ? math::layer_norm_affine(h, w[j], b[j]) : static_cast<T>(h);
             }
         });
     }
@@ -106,7 +107,7 @@ struct normalization {
                 T* dr = dx + r * d;
                 for (index_t j = 0; j < d; ++j) {
                     const double g = w ? static_cast<double>(gr[j]) * w[j] : static_cast<double>(gr[j]);
-                    dr[j] += static_cast<T>(rs * (g - sg - hr[j] * sgh));
+                    dr[j] += static_cast<T>(math::layer_norm_input_grad(rs, g, sg, hr[j], sgh));
                 }
             });
         }
@@ -124,7 +125,7 @@ struct normalization {
             const T* xr = x + r * d;
             double ss = 0.0;
             for (index_t j = 0; j < d; ++j) ss += static_cast<double>(xr[j]) * xr[j];
-            const double rs = 1.0 / std::sqrt(ss / static_cast<double>(d) + eps);
+            const double rs = math::inverse_rms(ss, static_cast<double>(d), eps);
             rstd[r] = static_cast<T>(rs);
             T* nr = n + r * d;
             T* yr = y + r * d;
@@ -148,7 +149,7 @@ struct normalization {
                 sgn /= static_cast<double>(d);
                 const double rs = rstd[r];
                 T* dr = dx + r * d;
-                for (index_t j = 0; j < d; ++j) dr[j] += static_cast<T>(rs * (static_cast<double>(gr[j]) * w[j] - nr[j] * sgn));
+                for (index_t j = 0; j < d; ++j) dr[j] += static_cast<T>(math::rms_norm_input_grad(rs, static_cast<double>(gr[j]) * w[j], nr[j], sgn));
             });
         }
         cpu_detail::column_reduce(dy, n, rows, d, dw);

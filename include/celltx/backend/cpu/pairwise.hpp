@@ -16,6 +16,7 @@
 #include "celltx/backend/cpu/eigen.hpp"
 #include "celltx/backend/cpu/gemm.hpp"
 #include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/backend/math/softmax.hpp"
 #include "celltx/backend/types.hpp"
 #include "celltx/core/tensor.hpp"
 
@@ -223,16 +224,15 @@ static void pairwise_softmin(const PointPairs<T>& p, T eps, const T* h, T* out, 
                     zr[c] = hb[j0 + c] - (T(0.5) * t[r * ld + c]) / eps;
                     local = std::max(local, zr[c]);
                 }
-                const T new_max = std::max(mx[r], local);
-                if (new_max == neg_inf) continue;  // every term so far is exp(-inf) = 0
+                if (std::max(mx[r], local) == neg_inf) continue;  // every term so far is exp(-inf) = 0
+                math::online_softmax_rescale(mx[r], s[r], local);
                 T acc = 0;
-                for (index_t c = 0; c < cols; ++c) acc += std::exp(zr[c] - new_max);
-                s[r] = s[r] * std::exp(mx[r] - new_max) + acc;
-                mx[r] = new_max;
+                for (index_t c = 0; c < cols; ++c) acc += std::exp(zr[c] - mx[r]);
+                s[r] += acc;
             }
         }
         for (index_t r = 0; r < rows; ++r) {
-            const T l = (mx[r] == neg_inf ? neg_inf : std::log(s[r]) + mx[r]);
+            const T l = (mx[r] == neg_inf ? neg_inf : math::online_softmax_lse(mx[r], s[r]));
             if (lse) lse[b * p.n + i0 + r] = l;
             out[b * p.n + i0 + r] = -eps * l;
         }

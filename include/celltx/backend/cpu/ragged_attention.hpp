@@ -10,6 +10,7 @@
 #include <vector>
 #include "celltx/backend/cpu/elementwise.hpp"
 #include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/backend/math/softmax.hpp"
 #include "celltx/backend/types.hpp"
 
 namespace celltx::cpu_detail {
@@ -63,7 +64,7 @@ struct ragged_attention {
                     }
                     T l = 0;
                     for (index_t j = 0; j < tk; ++j) l += (s[static_cast<std::size_t>(j)] = std::exp(s[static_cast<std::size_t>(j)] - mx));
-                    lse[r * H + h] = mx + std::log(l);
+                    lse[r * H + h] = math::online_softmax_lse(mx, l);
                     T* oh = orow + h * dh;
                     std::fill_n(oh, dh, T(0));
                     for (index_t j = 0; j < tk; ++j) {
