@@ -30,6 +30,7 @@
 #include "celltx/io/gene_sets.hpp"
 #include "celltx/io/gi_labels.hpp"
 #include "celltx/io/graph_sources.hpp"
+#include "celltx/io/h5ad.hpp"
 #include "celltx/io/safetensors.hpp"
 #include "celltx/io/state_dict.hpp"
 #include "celltx/models/cgt_instantiations.hpp"
@@ -722,6 +723,78 @@ BOOST_AUTO_TEST_CASE(numbers_in_arguments_and_environment_variables) {
     ::setenv("CELLTX_TEST_NUMBER", "12", 1);
     BOOST_TEST(env_number<int>("CELLTX_TEST_NUMBER", 3, 1, 64) == 12);
     ::unsetenv("CELLTX_TEST_NUMBER");
+}
+
+// .h5ad files whose sizes cannot be believed (docs/reliability.md; found by fuzz_h5ad): each is an
+// IoError naming the file and the element, before anything of the claimed size is allocated.
+BOOST_AUTO_TEST_CASE(h5ad_files_with_impossible_sizes) {
+    TempDir dir;
+    AnnData<float> a;
+    Tensor<float> x(Shape{3, 2});
+    for (index_t k = 0; k < 6; ++k) x[k] = static_cast<float>(k % 2);
+    a.X = Matrix<float>(CsrMatrix<float>::from_dense(x.cview()));
+    a.obs.index = {"c0", "c1", "c2"};
+    a.obs.set("perturbation", Column::categorical({0, 1, 0}, {"KO", "control"}));
+    a.var.index = {"g0", "g1"};
+    const fs::path good = dir / "good.h5ad";
+    write_h5ad(good, a);
+    auto defect = [&](const char* name, auto&& edit) {
+        const fs::path p = dir / name;
+        fs::copy_file(good, p);
+        {
+            h5::QuietErrors quiet;
+            h5::Handle f(H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+            BOOST_REQUIRE(f.valid());
+            edit(h5::Object(std::move(f), p.string(), "/"));
+        }
+        return p;
+    };
+    // a sparse shape that is not a size: NaN, 1e300, 2.5, or past 2^40 (no int64 overflow of rows + 1)
+    for (double bad : {std::nan(""), 1e300, 2.5, 1.2e12}) {
+        const fs::path p = defect(fmt::format("shape_{}.h5ad", bad).c_str(), [&](const h5::Object& f) {
+            H5Adelete(f.group("X").id(), "shape");
+            f.group("X").write_attr_array<double>("shape", {bad, 2.0});
+        });
+        expect_error<IoError>([&] { (void)read_h5ad(p); }, {p.string(), "/X", "row count", "is not a size"}, dir.path);
+    }
+    // a dataset that declares 2^20 × 2^20 elements (4 TiB) with no storage (chunked, never written)
+    const fs::path huge = defect("huge_layer.h5ad", [](const h5::Object& f) {
+        const hsize_t dims[2] = {hsize_t(1) << 20, hsize_t(1) << 20}, chunk[2] = {16, 16};
+        h5::Handle space(H5Screate_simple(2, dims, nullptr));
+        h5::Handle dcpl(H5Pcreate(H5P_DATASET_CREATE));
+        H5Pset_chunk(dcpl.get(), 2, chunk);
+        h5::Handle d(H5Dcreate2(f.group("layers").id(), "counts", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT));
+        BOOST_REQUIRE(d.valid());
+    });
+    expect_error<IoError>([&] { (void)read_h5ad(huge); }, {huge.string(), "/layers/counts", "but the file stores only 0 bytes"}, dir.path);
+    // a categorical code beyond int32 is not wrapped into a valid one
+    const fs::path code = defect("code.h5ad", [](const h5::Object& f) {
+        H5Ldelete(f.id(), "obs/perturbation/codes", H5P_DEFAULT);
+        f.group("obs").group("perturbation").write_dataset<std::int64_t>("codes", {0, (std::int64_t(1) << 32) + 1, 0});
+    });
+    expect_error<IoError>([&] { (void)read_h5ad(code); }, {code.string(), "/obs/perturbation/codes", "4294967297 at row 1"}, dir.path);
+    // a variable-length string whose stored length claims 2 GB: refused from its descriptor, before
+    // libhdf5 would allocate and zero 2 GB for it
+    const fs::path vlen = defect("vlen.h5ad", [](const h5::Object&) {});
+    haddr_t offset = HADDR_UNDEF;
+    {
+        h5::QuietErrors quiet;
+        h5::Handle f(H5Fopen(vlen.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+        h5::Handle d(H5Dopen2(f.get(), "var/_index", H5P_DEFAULT));
+        offset = H5Dget_offset(d.get());
+    }
+    BOOST_REQUIRE(offset != HADDR_UNDEF);
+    {
+        std::fstream io(vlen, std::ios::in | std::ios::out | std::ios::binary);
+        io.seekp(static_cast<std::streamoff>(offset));
+        const char len[4] = {0, 0, 0, char(0x7f)};  // little-endian 0x7f000000
+        io.write(len, 4);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    expect_error<IoError>([&] { (void)read_h5ad(vlen); }, {vlen.string(), "/var/_index", "string 0 declares a length of 2130706432 bytes"},
+                          dir.path);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    BOOST_TEST(seconds < 5.0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -48,7 +48,29 @@ inline std::vector<std::int32_t> checked_int32(const std::vector<std::int64_t>& 
     std::vector<std::int32_t> out(v.size());
     for (std::size_t i = 0; i < v.size(); ++i) {
         if (v[i] < 0 || v[i] >= limit) where.fail(fmt::format("index {} (entry {}) is outside [0, {})", v[i], i, limit));
+        if (v[i] > std::numeric_limits<std::int32_t>::max())
+            where.fail(fmt::format("index {} (entry {}) does not fit the 32-bit indices celltx keeps", v[i], i));
         out[i] = static_cast<std::int32_t>(v[i]);
+    }
+    return out;
+}
+
+/// A size read from the file (a shape attribute or dataset): a whole number in [0, 2^40], so that
+/// rows + 1 and rows × cols cannot overflow.
+inline index_t checked_extent(double v, const h5::Object& where, const char* what) {
+    if (!(v >= 0.0 && v <= 1099511627776.0) || std::floor(v) != v)
+        where.fail(fmt::format("its {} {} is not a size (a whole number in [0, 2^40])", what, v));
+    return static_cast<index_t>(v);
+}
+
+/// Categorical codes: -1 (missing) or a category index; anything outside int32 is an error, not a wrap-around.
+inline std::vector<std::int32_t> read_codes(const h5::Object& d) {
+    const std::vector<std::int64_t> raw = d.read<std::int64_t>();
+    std::vector<std::int32_t> out(raw.size());
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+        if (raw[i] < -1 || raw[i] > std::numeric_limits<std::int32_t>::max())
+            d.fail(fmt::format("categorical code {} at row {} is neither -1 (missing) nor a category index", raw[i], i));
+        out[i] = static_cast<std::int32_t>(raw[i]);
     }
     return out;
 }
@@ -80,9 +102,7 @@ inline Column read_column(const h5::Object& frame, const std::string& name, inde
         const h5::Object g = frame.group(name);
         const std::string enc = g.attr_string_or("encoding-type", "");
         if (enc == "categorical") {
-            const h5::Object codes = g.dataset("codes");
-            std::vector<std::int32_t> cv;
-            for (std::int64_t v : codes.read<std::int64_t>()) cv.push_back(static_cast<std::int32_t>(v));
+            std::vector<std::int32_t> cv = read_codes(g.dataset("codes"));
             bool ordered = false;
             if (g.has_attr("ordered")) {
                 const std::vector<double> o = g.attr_numbers("ordered");
@@ -111,8 +131,7 @@ inline Column read_column(const h5::Object& frame, const std::string& name, inde
         } else if (auto cats = d.attr_object_ref("categories"); cats || (frame.is_group("__categories") && frame.group("__categories").has(name))) {
             // anndata 0.7: integer codes + a reference to obs/__categories/<name>
             const h5::Object cat = cats ? std::move(*cats) : frame.group("__categories").dataset(name);
-            std::vector<std::int32_t> cv;
-            for (std::int64_t v : d.read<std::int64_t>()) cv.push_back(static_cast<std::int32_t>(v));
+            std::vector<std::int32_t> cv = read_codes(d);
             bool ordered = false;
             if (d.has_attr("ordered")) {
                 const std::vector<double> o = d.attr_numbers("ordered");
@@ -161,8 +180,8 @@ Matrix<T> read_matrix(const h5::Object& parent, const std::string& name) {
         if (dims.size() != 2) d.fail(fmt::format("a matrix must be two-dimensional, found {} dimensions", dims.size()));
         m.stored_dtype = d.dtype();
         m.stored_format = "array";
+        const std::vector<T> v = d.read<T>();  // checks the extents against the file before allocating
         Tensor<T> t = Tensor<T>::uninitialized(Shape{dims[0], dims[1]});
-        const std::vector<T> v = d.read<T>();
         std::copy(v.begin(), v.end(), t.data());
         m.value = std::move(t);
         return m;
@@ -178,8 +197,8 @@ Matrix<T> read_matrix(const h5::Object& parent, const std::string& name) {
         g.fail(fmt::format("encoding '{}' is not a matrix celltx reads (array, csr_matrix, csc_matrix)", format.empty() ? "none" : format));
     if (!g.has_attr(shape_attr)) g.fail(fmt::format("has no '{}' attribute", shape_attr));
     const std::vector<double> shape = g.attr_numbers(shape_attr);
-    if (shape.size() != 2 || shape[0] < 0 || shape[1] < 0) g.fail("its shape attribute is not two non-negative sizes");
-    const index_t rows = static_cast<index_t>(shape[0]), cols = static_cast<index_t>(shape[1]);
+    if (shape.size() != 2) g.fail(fmt::format("its {} attribute holds {} numbers, expected two sizes", shape_attr, shape.size()));
+    const index_t rows = checked_extent(shape[0], g, "row count"), cols = checked_extent(shape[1], g, "column count");
     const bool csr = format == "csr_matrix";
     const index_t major = csr ? rows : cols, minor = csr ? cols : rows;
     for (const char* part : {"data", "indices", "indptr"})
@@ -466,8 +485,9 @@ AnnData<T> read_10x_h5(const std::filesystem::path& path) {
     for (const char* part : {"data", "indices", "indptr", "shape", "barcodes"})
         if (!m.is_dataset(part)) m.fail(fmt::format("has no '{}' dataset (10x layout)", part));
     const std::vector<std::int64_t> shape = m.dataset("shape").read<std::int64_t>();
-    if (shape.size() != 2 || shape[0] < 0 || shape[1] < 0) m.dataset("shape").fail("expected two non-negative sizes [genes, cells]");
-    const index_t genes = shape[0], cells = shape[1];
+    if (shape.size() != 2) m.dataset("shape").fail("expected two non-negative sizes [genes, cells]");
+    const index_t genes = h5ad_detail::checked_extent(static_cast<double>(shape[0]), m.dataset("shape"), "gene count"),
+                  cells = h5ad_detail::checked_extent(static_cast<double>(shape[1]), m.dataset("shape"), "cell count");
     CsrMatrix<T> x;  // genes × cells CSC is cells × genes CSR
     x.rows = cells;
     x.cols = genes;

@@ -12,6 +12,8 @@
 #include <hdf5.h>
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -187,6 +189,17 @@ inline void reclaim_vlen(hid_t type, hid_t space, void* buf) {
 #endif
 }
 
+/// An HDF5 variable-length memory allocator that refuses blocks larger than a limit (the file's size).
+struct VlenLimit {
+    hsize_t max_bytes;
+    static void* allocate(std::size_t size, void* info) {
+        const auto* self = static_cast<const VlenLimit*>(info);
+        if (size > self->max_bytes + 1) return nullptr;  // + 1: the string's terminating NUL
+        return std::malloc(size);
+    }
+    static void release(void* p, void*) { std::free(p); }
+};
+
 inline std::string join_path(const std::string& parent, std::string_view name) {
     if (parent.empty() || parent == "/") return "/" + std::string(name);
     return parent + "/" + std::string(name);
@@ -265,6 +278,7 @@ public:
         QuietErrors quiet;
         Handle a = open_attr(name);
         Handle type(H5Aget_type(a.get())), space(H5Aget_space(a.get()));
+        if (H5Tget_class(type.get()) == H5T_STRING) (void)checked_attr_count(name, type.get(), space.get());
         const std::string what = fmt::format("attribute '{}'", name);
         return read_strings_impl(type.get(), space.get(), what, [&](hid_t mem, void* buf) { return H5Aread(a.get(), mem, buf); });
     }
@@ -275,8 +289,7 @@ public:
         Handle type(H5Aget_type(a.get())), space(H5Aget_space(a.get()));
         const Dtype d = detail::classify(type.get());
         if (!is_numeric(d)) fail(fmt::format("attribute '{}' is of type {}, expected a number", name, dtype_name(d)));
-        const hssize_t n = H5Sget_simple_extent_npoints(space.get());
-        std::vector<double> out(static_cast<std::size_t>(std::max<hssize_t>(n, 0)));
+        std::vector<double> out(checked_attr_count(name, type.get(), space.get()));
         if (d == Dtype::boolean) {
             std::vector<std::int8_t> raw(out.size());
             Handle mem(H5Tget_native_type(type.get(), H5T_DIR_ASCEND));
@@ -361,12 +374,18 @@ public:
         const int rank = H5Sget_simple_extent_ndims(space.get());
         if (rank < 0) fail("cannot read its dataspace");
         std::vector<hsize_t> d(static_cast<std::size_t>(rank));
-        if (rank > 0) H5Sget_simple_extent_dims(space.get(), d.data(), nullptr);
+        if (rank > 0 && H5Sget_simple_extent_dims(space.get(), d.data(), nullptr) < 0) fail("cannot read its dataspace");
+        for (hsize_t x : d)
+            if (x > max_extent) fail(fmt::format("an extent of {} elements is larger than any file celltx reads (at most 2^48)", x));
         return {d.begin(), d.end()};
     }
+    /// The number of elements (every extent is at most 2^48, so the product is checked against 2^60).
     index_t size() const {
         index_t n = 1;
-        for (index_t d : dims()) n *= d;
+        for (index_t d : dims()) {
+            if (d != 0 && n > max_elements / d) fail(fmt::format("its extents multiply past 2^60 elements"));
+            n *= d;
+        }
         return n;
     }
     Dtype dtype() const {
@@ -381,7 +400,7 @@ public:
         Handle type(H5Dget_type(id()));
         const Dtype d = detail::classify(type.get());
         if (!is_numeric(d)) fail(fmt::format("holds {} data, expected numbers", dtype_name(d)));
-        std::vector<T> out(static_cast<std::size_t>(size()));
+        std::vector<T> out(checked_element_count(type.get()));
         if (out.empty()) return out;
         if (d == Dtype::boolean) {  // HDF5 does not convert enums to integers: read the raw int8 values
             std::vector<std::int8_t> raw(out.size());
@@ -398,8 +417,18 @@ public:
     std::vector<std::string> read_strings() const {
         QuietErrors quiet;
         Handle type(H5Dget_type(id())), space(H5Dget_space(id()));
+        if (H5Tget_class(type.get()) == H5T_STRING) {
+            const std::size_t n = checked_element_count(type.get());
+            if (H5Tis_variable_str(type.get()) > 0) check_vlen_lengths(n, file_bytes());
+        }
+        // Variable-length strings: HDF5 allocates each one at the length its descriptor claims
+        // before reading it from the file; an allocator that refuses more than the file's size
+        // turns a corrupt length into an error instead of gigabytes of garbage.
+        detail::VlenLimit limit{file_bytes()};
+        Handle dxpl(H5Pcreate(H5P_DATASET_XFER));
+        H5Pset_vlen_mem_manager(dxpl.get(), &detail::VlenLimit::allocate, &limit, &detail::VlenLimit::release, nullptr);
         return read_strings_impl(type.get(), space.get(), "the dataset",
-                                 [&](hid_t mem, void* buf) { return H5Dread(id(), mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf); });
+                                 [&](hid_t mem, void* buf) { return H5Dread(id(), mem, H5S_ALL, H5S_ALL, dxpl.get(), buf); });
     }
 
     // ---- writing (this object is a group or file)
@@ -447,6 +476,78 @@ public:
     }
 
 private:
+    static constexpr hsize_t max_extent = hsize_t(1) << 48;
+    static constexpr index_t max_elements = index_t(1) << 60;
+
+    /// The size of the file this object is in (bounds what any of its elements can hold).
+    hsize_t file_bytes() const {
+        Handle f(H5Iget_file_id(id()));
+        hsize_t n = 0;
+        if (!f.valid() || H5Fget_filesize(f.get(), &n) < 0) fail("cannot query the size of its file");
+        return n;
+    }
+
+    /// The element count of this dataset, refused when the data it declares (elements × the stored
+    /// element size) cannot come from the file: more than its allocated storage, or than 1100× that
+    /// when filters (gzip: at most about 1030:1) are applied, beyond 16 MiB of slack for fill values.
+    /// Checked before anything is allocated: a corrupt extent is an error, not a bad_alloc.
+    std::size_t checked_element_count(hid_t file_type) const {
+        const index_t n = size();
+        const std::size_t elem = H5Tget_size(file_type);
+        if (elem == 0) fail("its element type has size 0");
+        if (n > 0 && elem > static_cast<std::size_t>(max_elements / n)) fail(fmt::format("{} elements of {} bytes overflow", n, elem));
+        const hsize_t bytes = static_cast<hsize_t>(n) * elem;
+        const hsize_t storage = H5Dget_storage_size(id());
+        Handle dcpl(H5Dget_create_plist(id()));
+        const int filters = dcpl.valid() ? H5Pget_nfilters(dcpl.get()) : 0;
+        const hsize_t ratio = filters > 0 ? 1100 : 1, slack = hsize_t(16) << 20;
+        const hsize_t allowed = storage > (max_extent << 8) ? ~hsize_t(0) : storage * ratio + slack;
+        if (bytes > allowed)
+            fail(fmt::format("declares {} elements ({} bytes), but the file stores only {} bytes of it{}", n, bytes, storage,
+                             filters > 0 ? " (compressed)" : ""));
+        return static_cast<std::size_t>(n);
+    }
+
+    /// libhdf5 1.10 allocates and zeroes a buffer of the length a variable-length string's stored
+    /// descriptor declares (up to 4 GiB) before it reads the string, so a corrupt length costs that
+    /// much memory before any error. For contiguous datasets (what h5py and celltx write unless
+    /// compressing) the descriptors (length, heap address, index) are read here first and each
+    /// length is checked against the file's size. Chunked datasets and attributes are not checked.
+    void check_vlen_lengths(std::size_t n, hsize_t file_size) const {
+        Handle dcpl(H5Dget_create_plist(id()));
+        if (n == 0 || !dcpl.valid() || H5Pget_layout(dcpl.get()) != H5D_CONTIGUOUS) return;
+        const haddr_t offset = H5Dget_offset(id());
+        Handle f(H5Iget_file_id(id()));
+        Handle fcpl(f.valid() ? H5Fget_create_plist(f.get()) : H5I_INVALID_HID);
+        std::size_t sizeof_addr = 0, sizeof_size = 0;
+        if (offset == HADDR_UNDEF || !fcpl.valid() || H5Pget_sizes(fcpl.get(), &sizeof_addr, &sizeof_size) < 0) return;
+        const std::size_t desc = 4 + sizeof_addr + 4;
+        if (offset > file_size || n > (file_size - offset) / desc) return;  // HDF5's own read fails on it
+        std::vector<unsigned char> raw(n * desc);
+        std::FILE* fp = std::fopen(file_.c_str(), "rb");
+        if (fp == nullptr) return;
+        const bool ok = std::fseek(fp, static_cast<long>(offset), SEEK_SET) == 0 && std::fread(raw.data(), 1, raw.size(), fp) == raw.size();
+        std::fclose(fp);
+        if (!ok) return;
+        for (std::size_t i = 0; i < n; ++i) {
+            const unsigned char* d = raw.data() + i * desc;
+            const std::uint32_t len = std::uint32_t(d[0]) | std::uint32_t(d[1]) << 8 | std::uint32_t(d[2]) << 16 | std::uint32_t(d[3]) << 24;
+            if (len > file_size)
+                fail(fmt::format("string {} declares a length of {} bytes, more than the whole file ({} bytes)", i, len, file_size));
+        }
+    }
+
+    /// The element count of an attribute, at most 2^20 elements and 64 MiB (anndata's attributes
+    /// are names and shapes; HDF5 keeps them in object headers of at most 64 KiB each).
+    std::size_t checked_attr_count(std::string_view name, hid_t type, hid_t space) const {
+        const hssize_t n = H5Sget_simple_extent_npoints(space);
+        if (n < 0) fail(fmt::format("cannot read the dataspace of attribute '{}'", name));
+        const std::size_t elem = H5Tget_size(type);
+        if (n > (hssize_t(1) << 20) || (n > 0 && elem > (std::size_t(64) << 20) / static_cast<std::size_t>(n)))
+            fail(fmt::format("attribute '{}' declares {} elements of {} bytes, more than an attribute celltx reads", name, n, elem));
+        return static_cast<std::size_t>(n);
+    }
+
     H5I_type_t child_type(std::string_view name) const {
         QuietErrors quiet;
         if (!has(name)) return H5I_BADID;
@@ -507,7 +608,10 @@ private:
             H5Tset_size(mem.get(), H5T_VARIABLE);
             H5Tset_cset(mem.get(), H5Tget_cset(ftype));
             std::vector<char*> buf(n, nullptr);
-            if (read(mem.get(), buf.data()) < 0) fail(fmt::format("cannot read {} as strings", what));
+            if (read(mem.get(), buf.data()) < 0) {
+                for (char* p : buf) std::free(p);  // the strings read before the failure
+                fail(fmt::format("cannot read {} as strings (a corrupt or oversized entry?)", what));
+            }
             for (char* s : buf) out.emplace_back(s ? s : "");
             detail::reclaim_vlen(mem.get(), space, buf.data());
         } else {
