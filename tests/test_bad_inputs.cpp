@@ -514,14 +514,14 @@ BOOST_AUTO_TEST_CASE(empty_sets_and_duplicate_genes_in_a_set) {
     // What the file formats forbid is rejected by the readers (duplicated_pairs_and_genes).
     // Invalid batches: an index outside [0, N), negative, broken offsets, no sample at all.
     expect_error<ShapeError>([&] { m.forward(PerturbationBatch::from_sets({{1}, {2, 12}}), Context::eval()); },
-                             {"sample 1 entry 1 has gene index 12, outside [0, 12)"});
-    expect_error<ShapeError>([&] { m.forward(PerturbationBatch::from_sets({{-1}}), Context::eval()); }, {"sample 0 entry 0 has gene index -1"});
+                             {"set 1 entry 1 has index 12, outside [0, 12)"});
+    expect_error<ShapeError>([&] { m.forward(PerturbationBatch::from_sets({{-1}}), Context::eval()); }, {"set 0 entry 0 has index -1"});
     PerturbationBatch broken = PerturbationBatch::from_sets({{1, 2}, {3}});
     broken.offsets[1] = 3;
     broken.offsets[2] = 2;
     expect_error<ShapeError>([&] { m.forward(broken, Context::eval()); }, {"last offset"});
     broken.offsets = {0, 2, 1, 3};
-    expect_error<ShapeError>([&] { m.forward(broken, Context::eval()); }, {"offsets decrease at sample 1"});
+    expect_error<ShapeError>([&] { m.forward(broken, Context::eval()); }, {"offsets decrease at set 1"});
     expect_error<ShapeError>([&] { m.forward(PerturbationBatch::from_sets(std::vector<std::vector<index_t>>{}), Context::eval()); }, {"empty batch"});
 }
 

@@ -3,7 +3,12 @@
 #include <boost/test/unit_test.hpp>
 #include <limits>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
 #include <set>
+#include <string>
 #include "celltx/core/concepts.hpp"
 #include "celltx/core/rng.hpp"
 #include "celltx/core/tensor.hpp"
@@ -191,6 +196,39 @@ BOOST_AUTO_TEST_CASE(gradcheck_fails_on_nan_and_wrong_gradients) {
     }
     BOOST_TEST(!run(Defect::nan_forward).problems.empty());
     BOOST_TEST(!run(Defect::nan_gradient).problems.empty());
+}
+
+BOOST_AUTO_TEST_CASE(headers_include_only_folders_to_their_left) {
+    // core <- backend <- nn <- policies <- models <- io, train; testing may use all of them. Above
+    // backend/, kernels are reached through ops:: only, never by including backend/cpu or backend/cuda.
+    namespace fs = std::filesystem;
+    const std::map<std::string, int> level{{"core", 0}, {"backend", 1}, {"nn", 2}, {"policies", 3}, {"models", 4},
+                                           {"io", 5}, {"train", 5}, {"testing", 6}};
+    const fs::path root = fs::path(CELLTX_INCLUDE_DIR) / "celltx";
+    const std::regex include_line(R"re(^\s*#\s*include\s*"celltx/([a-z_]+)/([^"]*)")re");
+    std::size_t headers = 0;
+    for (const auto& e : fs::recursive_directory_iterator(root)) {
+        if (!e.is_regular_file()) continue;
+        const fs::path rel = fs::relative(e.path(), root);
+        const std::string folder = rel.begin()->string();
+        if (!level.count(folder)) continue;
+        ++headers;
+        std::ifstream in(e.path());
+        std::string line;
+        for (int n = 1; std::getline(in, line); ++n) {
+            std::smatch m;
+            if (!std::regex_search(line, m, include_line)) continue;
+            const std::string to = m[1], rest = m[2];
+            const std::string where = rel.string() + ":" + std::to_string(n) + ": " + line;
+            BOOST_TEST_REQUIRE(level.count(to) == 1u, where);
+            BOOST_TEST(level.at(to) <= level.at(folder), where);
+            BOOST_TEST(!((folder == "io" && to == "train") || (folder == "train" && to == "io")), where);
+            const bool backend_overload = to == "backend" && (rest.starts_with("cpu/") || rest.starts_with("cuda/"));
+            // Only backend/ itself (ops.hpp's dispatch, device.hpp's runtime) reaches a backend's overloads.
+            if (backend_overload) BOOST_TEST(folder == "backend", where);
+        }
+    }
+    BOOST_TEST(headers > 100u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
