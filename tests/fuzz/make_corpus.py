@@ -6,7 +6,8 @@ from ../shared/data is copied). The safetensors seeds add the small fixtures of 
 Files named finding-* are inputs that broke a parser before the hardening of issue 12 (its probe);
 files named crash-* are inputs a fuzzing run found (tests/fuzz/run_fuzzers.sh). Keep both: CI
 replays every corpus file (ctest -L fuzz).
-The .h5ad seeds (corpus/h5ad) are HDF5 files written by celltx's own writer, so a C++ program makes
+Inputs that fault inside libhdf5 (which celltx cannot prevent) are kept apart in
+tests/fuzz/libhdf5_findings/ and not replayed. The .h5ad seeds (corpus/h5ad) are HDF5 files written by celltx's own writer, so a C++ program makes
 them: tests/fuzz/make_h5ad_corpus.cpp (its header says how to build and run it).
 Usage: python3 tests/fuzz/make_corpus.py   (from the repository root; rewrites only seed-* files)
 """
