@@ -2,7 +2,7 @@
 // The dropout decision every backend draws its masks by: element i of a CounterRng stream is kept
 // iff uniform(i) = (bits + 1)·2⁻³² > p, bits being lane i & 3 of Philox block i >> 2
 // (PhiloxStream::element_bits). Kernels may compare the raw bits with keep_threshold(p) instead
-// (dropout_keeps_above): the same decision for every p in [0, 1) (tests/test_ops_cpu.cpp checks it).
+// (dropout_keeps_above): the same decision for every p in [0, 1) (tests/test_ops.cpp (suite ops_cpu) checks it).
 #include <cstdint>
 #include "celltx/core/host_device.hpp"
 #include "celltx/core/rng.hpp"
