@@ -102,7 +102,7 @@ public:
         return std::nullopt;
     }
     /// Consumes "--name" (a switch).
-    bool flag(const std::string& name) {
+    [[maybe_unused]] bool flag(const std::string& name) {
         const auto it = std::find(items_.begin(), items_.end(), name);
         if (it == items_.end()) return false;
         items_.erase(it);

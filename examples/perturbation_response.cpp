@@ -25,10 +25,10 @@
 // on the input; with --lora RANK only LoRA adapters on the backbone's attention projections and
 // the layers outside the backbone train (PEFT's apply_lora), saved also as a PEFT adapter directory.
 // The data directory is --data, else $CELLTX_DATA, else $CELLTX_DATA_DIR, else ../shared/data.
-// --device cuda trains and predicts on the GPU (State and the neural baselines; the program compiled by
-// nvcc, which CMake does when CELLTX_CUDA is on): the program is one template over the backend (run<B>),
-// and celltx::main_on_device picks B. Data, sets, perturb_mean / context_mean and cell-eval stay on the
-// host; checkpoints and adapters are the same files.
+// --device cuda trains and predicts on the GPU (State and embedsum; the program compiled by nvcc, which
+// CMake does when CELLTX_CUDA is on): the program is one template over the backend (run<B>), and
+// celltx::main_on_device picks B. Data, sets, perturb_mean / context_mean, pseudobulk (its set pooling
+// is host code) and cell-eval stay on the host; checkpoints and adapters are the same files.
 #include <unistd.h>
 #include <algorithm>
 #include <chrono>
@@ -417,10 +417,10 @@ Fine-tuning and runs:
   --resume PATH           continue a run from a checkpoint or run directory (its last.safetensors)
 
 Device:
-  --device cpu|cuda       where State, embedsum and pseudobulk train and predict (default cpu); cuda needs the
-                          program compiled by nvcc (CMake does it when it finds the CUDA Toolkit) and a CUDA
-                          device. Data, perturb_mean, context_mean and cell-eval stay on the host; checkpoints
-                          and adapters are the same files on every device.
+  --device cpu|cuda       where State and embedsum train and predict (default cpu); cuda needs the program
+                          compiled by nvcc (CMake does it when it finds the CUDA Toolkit) and a CUDA device.
+                          Data, perturb_mean, context_mean, pseudobulk and cell-eval stay on the host;
+                          checkpoints and adapters are the same files on every device.
 )",
                kDefaultInput, d.test_fraction, d.val_fraction, d.split_seed, d.model.backbone, s.hidden, s.backbone.layers,
                s.backbone.heads, s.backbone.intermediate, s.n_encoder_layers, s.n_decoder_layers, s.dropout, s.cell_set_len,
@@ -846,7 +846,7 @@ int train_with(TrainConfig& cfg, const std::optional<fs::path>& resume_file, con
         predictions["embedsum"] = train::predict_cells(es, data, test, matcher, sc.cell_set_len);
     }
     if (baselines.count("pseudobulk")) {
-        Pseudobulk<float, B, Backbone, EnergyLoss> pb(bc);
+        Pseudobulk<float, cpu, Backbone, EnergyLoss> pb(bc);  // host loops pool its sets: it trains on the CPU on every device
         fit_baseline(pb, "pseudobulk", data, train_cells, val_cells, cfg);
         predictions["pseudobulk"] = train::predict_cells(pb, data, test, matcher, sc.cell_set_len);
     }
