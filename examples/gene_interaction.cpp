@@ -2,8 +2,8 @@
 // on real yeast genetic interactions, predicts, and evaluates. docs/gene_interaction.md has the data,
 // the command lines, the figures of a real run and what was tried.
 //
-//   gene_interaction train    [--out runs/] [--pairs FILE] [graph, model, training flags] [--resume PATH]
-//   gene_interaction predict  --checkpoint PATH --pairs FILE --out FILE.csv
+//   gene_interaction train    [--out runs/] [--pairs FILE] [graph, model, training flags] [--resume PATH] [--device cpu|cuda]
+//   gene_interaction predict  --checkpoint PATH --pairs FILE --out FILE.csv [--device cpu|cuda]
 //   gene_interaction evaluate --pred FILE.csv --pairs FILE
 //   gene_interaction <command> --help
 //
@@ -15,6 +15,9 @@
 // DIR/best.safetensors (best validation Pearson), DIR/metrics.csv, DIR/validation_predictions.csv and
 // DIR/validation_pairs.txt (the held-out pairs in DCell's format, for predict + evaluate).
 // The data directory is --data, else $CELLTX_DATA, else $CELLTX_DATA_DIR, else ../shared/data.
+// --device cuda trains and predicts on the GPU (the program compiled by nvcc, which CMake does when
+// CELLTX_CUDA is on); the program is one template over the backend (run<B>), and celltx::main_on_device
+// picks B. Data, the additive baseline and the metrics stay on the host; checkpoints are the same files.
 #include <unistd.h>
 #include <algorithm>
 #include <chrono>
@@ -36,6 +39,7 @@
 #include <fmt/core.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
+#include "celltx/backend/device.hpp"
 #include "celltx/io/cgt_json.hpp"
 #include "celltx/io/checkpoint.hpp"
 #include "celltx/io/gene_universe.hpp"
@@ -52,11 +56,14 @@
 using namespace celltx;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-using Model = CellGraphTransformer<float, cpu, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout>;
-using Task = train::GeneInteractionTask<Model>;
+template <Backend B>
+using Model = CellGraphTransformer<float, B, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout>;
+template <Backend B>
+using Task = train::GeneInteractionTask<Model<B>>;
 
 namespace {
 
+// The checkpoint's architecture (the same file on every device).
 constexpr const char* kArchitecture =
     "CellGraphTransformer<float, cpu, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout>";
 constexpr const char* kDefaultPairs = "yeast-gi/dcell_costanzo2016_GO_0006281_train.txt";
@@ -95,7 +102,7 @@ public:
         return std::nullopt;
     }
     /// Consumes "--name" (a switch).
-    bool flag(const std::string& name) {
+    [[maybe_unused]] bool flag(const std::string& name) {
         const auto it = std::find(items_.begin(), items_.end(), name);
         if (it == items_.end()) return false;
         items_.erase(it);
@@ -281,6 +288,11 @@ Training:
   --clip X              gradient-norm clipping; 0: off (default {})
   --patience N          early stopping after N epochs without a better validation Pearson; 0: off (default {})
   --seed S              initialisation, batch order, dropout and graph row sampling (default {})
+
+Device:
+  --device cpu|cuda     where the model trains (default cpu); cuda needs the program compiled by nvcc
+                        (CMake does it when it finds the CUDA Toolkit) and a CUDA device. The data, the
+                        additive baseline and the metrics stay on the host; checkpoints are the same files.
 )",
                kDefaultPairs, d.val_fraction, d.split_seed, fmt::join(d.string_modes, ","), d.graph_layer, d.graph_lambda, d.row_rate,
                d.model.d_model, d.model.num_layers, d.model.num_heads, d.model.pert_heads, d.model.dropout,
@@ -460,6 +472,7 @@ void print_side_by_side(std::size_t n, const train::RegressionMetrics& additive,
                cgt.rmse - additive.rmse);
 }
 
+template <Backend B>
 int run_train(Args& args) {
     if (args.help()) {
         print_train_help();
@@ -537,7 +550,7 @@ int run_train(Args& args) {
     GraphRegularizerOptions gopt;
     gopt.row_rate = cfg.row_rate;
     gopt.seed = cfg.trainer.seed;
-    Model model(cfg.model, gopt);
+    Model<B> model(cfg.model, gopt);
     const GraphOptions loops{.symmetrize = false, .self_loops = true};
     index_t head = 0;
     if (!cfg.string_modes.empty()) {
@@ -552,17 +565,17 @@ int run_train(Args& args) {
     for (index_t g = 0; g < reg.num_graphs(); ++g)
         fmt::print("graph {:18s} {:7d} edges (self-loops included), layer {}, head {}, λ = {:g}\n", reg.name(g), reg.graph(g).nnz(),
                    cfg.graph_layer, reg.assignment(g).head, reg.assignment(g).lambda);
-    fmt::print("model: CGT d={} L={} H={} Type I heads={} dropout={} pooling={}, {} parameters; target: {}{}\n", cfg.model.d_model,
+    fmt::print("model: CGT d={} L={} H={} Type I heads={} dropout={} pooling={}, {} parameters{}; target: {}{}\n", cfg.model.d_model,
                cfg.model.num_layers, cfg.model.num_heads, cfg.model.pert_heads, cfg.model.dropout, io::gi_pooling_name(cfg.model.gi_pooling),
-               parameter_count<float>(model), cfg.target,
+               parameter_count<float, B>(model), B::is_device ? fmt::format(" on {}", B::name) : std::string(), cfg.target,
                cfg.target == "label" ? " (the CGT alone)" : " (the CGT corrects the additive baseline)");
 
     std::vector<double> targets;
     if (cfg.target == "loo-residual") targets = AdditiveBaseline::loo_residuals(N, train_set.sets, train_set.labels, sel.lambda);
     const AdditiveBaseline* offset = cfg.target == "label" ? nullptr : &additive;
-    Task task(model, train_set, val_set, offset, targets, cfg.loss == "mse" ? loss::PhenotypeLoss::mse : loss::PhenotypeLoss::log_cosh,
+    Task<B> task(model, train_set, val_set, offset, targets, cfg.loss == "mse" ? loss::PhenotypeLoss::mse : loss::PhenotypeLoss::log_cosh,
               cfg.target_clip);
-    train::Trainer<Task> trainer(task, cfg.trainer);
+    train::Trainer<Task<B>> trainer(task, cfg.trainer);
     const json config = train_config_json(cfg, pairs_path, universe, tr_idx.size(), val_idx.size());
     if (resume_file) {
         if (resume_config.at("genes") != config.at("genes"))
@@ -664,6 +677,8 @@ statistics and additive baseline: nothing else is needed. Weights exported from 
   --label-mean M --label-sd S   undo the z-scoring of the labels the model was trained on
                         (default 0 and 1: the model's raw output)
   --data DIR            data directory (default: $CELLTX_DATA, else $CELLTX_DATA_DIR, else ../shared/data)
+
+  --device cpu|cuda     where the model runs (default cpu; cuda: a program compiled by nvcc and a CUDA device)
 )");
 }
 
@@ -680,6 +695,7 @@ fs::path resolve_checkpoint(const fs::path& p) {
     return p;
 }
 
+template <Backend B>
 int run_predict(Args& args) {
     if (args.help()) {
         print_predict_help();
@@ -765,7 +781,7 @@ int run_predict(Args& args) {
         about = fmt::format("PyTorch weights (N={} d={} L={} H={} P={} pooling {})", cfg.num_genes, cfg.d_model, cfg.num_layers, cfg.num_heads,
                             cfg.pert_heads, io::gi_pooling_name(cfg.gi_pooling));
     }
-    Model model(cfg);
+    Model<B> model(cfg);
     if (h.celltx) io::load_checkpoint(ckpt, model, scaler, additive);
     else io::load_state_dict(model, file);
 
@@ -800,6 +816,8 @@ void print_evaluate_help() {
 
 Every labelled pair must have a prediction (the pair in either order); predictions of pairs that
 are not labelled are ignored. Prints the count, MSE, RMSE, Pearson and Spearman (ties averaged).
+
+  --device cpu|cuda     accepted as by train and predict; evaluate reads CSV files and computes on the host
 )");
 }
 
@@ -887,13 +905,15 @@ void print_help() {
   gene_interaction evaluate --pred FILE.csv --pairs FILE
   gene_interaction <command> --help
 
+Every command takes --device cpu|cuda (default cpu): train and predict run the model there.
+
 Data: --data DIR, else $CELLTX_DATA, else $CELLTX_DATA_DIR, else ../shared/data (docs/data.md).
 )");
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
+/// The whole program on backend B (main_on_device has taken --device out of argv).
+template <Backend B>
+int run(int argc, char** argv) {
     const std::string command = argc > 1 ? argv[1] : "";
     try {
         if (command.empty() || command == "--help" || command == "-h" || command == "help") {
@@ -901,8 +921,8 @@ int main(int argc, char** argv) {
             return command.empty() ? 2 : 0;
         }
         Args args(argc, argv, 2);
-        if (command == "train") return run_train(args);
-        if (command == "predict") return run_predict(args);
+        if (command == "train") return run_train<B>(args);
+        if (command == "predict") return run_predict<B>(args);
         if (command == "evaluate") return run_evaluate(args);
         std::fprintf(stderr, "gene_interaction: unknown command '%s' (train, predict, evaluate; see gene_interaction --help)\n",
                      command.c_str());
@@ -915,4 +935,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%sgene_interaction %s: %s\n", ::isatty(STDOUT_FILENO) ? "\n" : "", command.c_str(), e.what());
         return 1;
     }
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    return main_on_device(argc, argv, [&](auto backend) { return run<decltype(backend)>(argc, argv); });
 }

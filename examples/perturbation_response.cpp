@@ -4,8 +4,8 @@
 // has the data, the command lines and the figures of a real run.
 //
 //   perturbation_response train    [--out runs/perturbation_response] [--input FILE.h5ad] [model, training flags]
-//                                  [--init CHECKPOINT [--lora RANK]] [--resume PATH]
-//   perturbation_response predict  --checkpoint PATH --input FILE.h5ad --out FILE.h5ad
+//                                  [--init CHECKPOINT [--lora RANK]] [--resume PATH] [--device cpu|cuda]
+//   perturbation_response predict  --checkpoint PATH --input FILE.h5ad --out FILE.h5ad [--device cpu|cuda]
 //   perturbation_response evaluate --pred FILE.h5ad --real FILE.h5ad
 //   perturbation_response <command> --help
 //
@@ -25,6 +25,10 @@
 // on the input; with --lora RANK only LoRA adapters on the backbone's attention projections and
 // the layers outside the backbone train (PEFT's apply_lora), saved also as a PEFT adapter directory.
 // The data directory is --data, else $CELLTX_DATA, else $CELLTX_DATA_DIR, else ../shared/data.
+// --device cuda trains and predicts on the GPU (State and embedsum; the program compiled by nvcc, which
+// CMake does when CELLTX_CUDA is on): the program is one template over the backend (run<B>), and
+// celltx::main_on_device picks B. Data, sets, perturb_mean / context_mean, pseudobulk (its set pooling
+// is host code) and cell-eval stay on the host; checkpoints and adapters are the same files.
 #include <unistd.h>
 #include <algorithm>
 #include <chrono>
@@ -44,6 +48,7 @@
 #include <fmt/core.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
+#include "celltx/backend/device.hpp"
 #include "celltx/io/checkpoint.hpp"
 #include "celltx/io/h5ad.hpp"
 #include "celltx/io/peft.hpp"
@@ -361,6 +366,8 @@ void print_help() {
   perturbation_response predict  --checkpoint PATH --input FILE.h5ad --out FILE.h5ad
   perturbation_response evaluate --pred FILE.h5ad --real FILE.h5ad
   perturbation_response <command> --help
+
+Every command takes --device cpu|cuda (default cpu): train and predict run the models there.
 )");
 }
 
@@ -408,6 +415,12 @@ Fine-tuning and runs:
                           projections (and the layers outside the backbone); the base weights stay frozen
   --lora-alpha A          (default 2·RANK)   --lora-dropout P (default 0.05)   --merge: fold the adapters in at the end
   --resume PATH           continue a run from a checkpoint or run directory (its last.safetensors)
+
+Device:
+  --device cpu|cuda       where State and embedsum train and predict (default cpu); cuda needs the program
+                          compiled by nvcc (CMake does it when it finds the CUDA Toolkit) and a CUDA device.
+                          Data, perturb_mean, context_mean, pseudobulk and cell-eval stay on the host;
+                          checkpoints and adapters are the same files on every device.
 )",
                kDefaultInput, d.test_fraction, d.val_fraction, d.split_seed, d.model.backbone, s.hidden, s.backbone.layers,
                s.backbone.heads, s.backbone.intermediate, s.n_encoder_layers, s.n_decoder_layers, s.dropout, s.cell_set_len,
@@ -637,14 +650,15 @@ using Task = train::PerturbationTask<Model>;
 /// In-memory copy of every parameter, for keeping a baseline's best epoch without a file.
 template <class M>
 struct ParameterSnapshot {
-    std::vector<Tensor<float>> values;
+    using B = typename M::backend;
+    std::vector<Tensor<float, B>> values;  // in the model's memory (device to device on a GPU)
     void take(M& m) {
         values.clear();
-        m.visit_parameters([&](const std::string&, Parameter<float>& p) { values.push_back(p.value); });
+        m.visit_parameters([&](const std::string&, Parameter<float, B>& p) { values.push_back(p.value); });
     }
     void restore(M& m) const {
         std::size_t i = 0;
-        m.visit_parameters([&](const std::string&, Parameter<float>& p) { p.value = values.at(i++); });
+        m.visit_parameters([&](const std::string&, Parameter<float, B>& p) { p.value = values.at(i++); });
     }
 };
 
@@ -686,9 +700,9 @@ void fit_baseline(M& model, const std::string& name, const train::PerturbationDa
                trainer.best_pearson(), seconds_since(t0));
 }
 
-template <class Backbone>
+template <Backend B, class Backbone>
 int train_with(TrainConfig& cfg, const std::optional<fs::path>& resume_file, const json& init_config, std::chrono::steady_clock::time_point t_start) {
-    using Model = StateTransition<float, cpu, Backbone, EnergyLoss>;
+    using Model = StateTransition<float, B, Backbone, EnergyLoss>;
     const bool default_input = cfg.data.input.empty();
     const fs::path input = default_input ? cfg.data_dir / kDefaultInput : fs::path(cfg.data.input);
     require_input(cfg.data_dir, input, default_input);
@@ -748,13 +762,13 @@ int train_with(TrainConfig& cfg, const std::optional<fs::path>& resume_file, con
     }
     if (resume_file) io::SafetensorsFile(*resume_file).load_into<float>("state/perturbations.table", ptable.table.view());
     if (!cfg.data.perturbations.empty() && table.empty()) table = table_for(cfg.data.perturbations, ptable.table, d.perturbation_names, "the model");
-    train::ParameterList<float> params;
+    train::ParameterList<float, B> params;
     if (cfg.lora.rank > 0) {
         if (cfg.lora.alpha <= 0.0) cfg.lora.alpha = 2.0 * static_cast<double>(cfg.lora.rank);
         apply_lora(model, {.rank = cfg.lora.rank, .alpha = cfg.lora.alpha, .dropout = cfg.lora.dropout}, g);
-        params = train::lora_trainable_parameters<float>(model);
+        params = train::lora_trainable_parameters<float, B>(model);
     } else {
-        params = train::collect_parameters<float>(model);
+        params = train::collect_parameters<float, B>(model);
     }
     const train::PerturbationData<float> data = view_of(d, table);
     Task<Model> task(model, data, train_cells, val_cells, sc.cell_set_len, cfg.trainer.seed);
@@ -762,9 +776,10 @@ int train_with(TrainConfig& cfg, const std::optional<fs::path>& resume_file, con
     index_t trainable = 0;
     for (const auto& [n, p] : params) trainable += p->numel();
     fmt::print("model: State Transition ({} backbone, hidden {}, {} layers × {} heads, intermediate {}, set length {}, energy loss), "
-               "{} parameters, {} trained{}\n",
+               "{} parameters, {} trained{}{}\n",
                cfg.model.backbone, sc.hidden, sc.backbone.layers, sc.backbone.heads, sc.backbone.intermediate, sc.cell_set_len,
-               parameter_count<float>(model), trainable, cfg.lora.rank > 0 ? fmt::format(" (LoRA rank {}, base frozen)", cfg.lora.rank) : std::string());
+               parameter_count<float, B>(model), trainable, cfg.lora.rank > 0 ? fmt::format(" (LoRA rank {}, base frozen)", cfg.lora.rank) : std::string(),
+               B::is_device ? fmt::format(" on {}", B::name) : std::string());
     const json config = train_config_json(cfg);
     if (resume_file) {
         io::load_checkpoint(*resume_file, model, trainer, ptable);
@@ -826,12 +841,12 @@ int train_with(TrainConfig& cfg, const std::optional<fs::path>& resume_file, con
     }
     StateConfig bc = sc;  // the baselines' sizes: State's
     if (baselines.count("embedsum")) {
-        EmbedSum<float, cpu, EnergyLoss> es(bc);
+        EmbedSum<float, B, EnergyLoss> es(bc);
         fit_baseline(es, "embedsum", data, train_cells, val_cells, cfg);
         predictions["embedsum"] = train::predict_cells(es, data, test, matcher, sc.cell_set_len);
     }
     if (baselines.count("pseudobulk")) {
-        Pseudobulk<float, cpu, Backbone, EnergyLoss> pb(bc);
+        Pseudobulk<float, cpu, Backbone, EnergyLoss> pb(bc);  // host loops pool its sets: it trains on the CPU on every device
         fit_baseline(pb, "pseudobulk", data, train_cells, val_cells, cfg);
         predictions["pseudobulk"] = train::predict_cells(pb, data, test, matcher, sc.cell_set_len);
     }
@@ -862,6 +877,7 @@ int train_with(TrainConfig& cfg, const std::optional<fs::path>& resume_file, con
     return 0;
 }
 
+template <Backend B>
 int run_train(Args& args) {
     if (args.help()) {
         print_train_help();
@@ -934,9 +950,9 @@ int run_train(Args& args) {
                                                         !args.given().count("--intermediate") && cfg.init.empty() && !resume
                                                     ? 0
                                                     : cfg.model.state.backbone.intermediate;
-        return train_with<GPT2Backbone>(cfg, resume_file, init_config, t_start);
+        return train_with<B, GPT2Backbone>(cfg, resume_file, init_config, t_start);
     }
-    return train_with<LlamaBackbone>(cfg, resume_file, init_config, t_start);
+    return train_with<B, LlamaBackbone>(cfg, resume_file, init_config, t_start);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -954,14 +970,15 @@ void print_predict_help() {
                         input (same cell type and batch where possible), control cells copied
   --perturbation-column C --control LABEL --cell-type-column C --batch-column C|none --normalize on|off
   --seed S              the draw of the control cells (default 1)
+  --device cpu|cuda     where the model runs (default cpu; cuda: a program compiled by nvcc and a CUDA device)
 
 A perturbation the model has not seen gets a zero perturbation vector (as in State) and a warning.
 )");
 }
 
-template <class Backbone>
+template <Backend B, class Backbone>
 int predict_with(const fs::path& ckpt, SavedModel& s, const fs::path& input, const fs::path& out, std::uint64_t seed) {
-    using Model = StateTransition<float, cpu, Backbone, EnergyLoss>;
+    using Model = StateTransition<float, B, Backbone, EnergyLoss>;
     const auto t0 = std::chrono::steady_clock::now();
     Model model(s.model.state);
     Generator g(1);
@@ -986,6 +1003,7 @@ int predict_with(const fs::path& ckpt, SavedModel& s, const fs::path& input, con
     return 0;
 }
 
+template <Backend B>
 int run_predict(Args& args) {
     if (args.help()) {
         print_predict_help();
@@ -1013,8 +1031,8 @@ int run_predict(Args& args) {
         s.data.normalize = *norm == "on";
     }
     require_input("", *input_flag, false);
-    return s.model.backbone == "gpt2" ? predict_with<GPT2Backbone>(ckpt, s, *input_flag, *out_flag, seed)
-                                      : predict_with<LlamaBackbone>(ckpt, s, *input_flag, *out_flag, seed);
+    return s.model.backbone == "gpt2" ? predict_with<B, GPT2Backbone>(ckpt, s, *input_flag, *out_flag, seed)
+                                      : predict_with<B, LlamaBackbone>(ckpt, s, *input_flag, *out_flag, seed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1029,6 +1047,7 @@ void print_evaluate_help() {
   --control LABEL           (default: uns["control_label"], else control / non-targeting)
   --normalize on|off    normalize_total + log1p both files first (default off: the files are log-normalised)
   --csv FILE            also write the per-perturbation metrics
+  --device cpu|cuda     accepted as by train and predict; evaluate computes on the host
 
 Genes are matched by name (the predicted file may hold them in another order). Metrics: pearson_delta,
 mse, mae, mse_delta, mae_delta, discrimination scores (L1, L2, cosine), pearson_edistance, DE overlap.
@@ -1082,9 +1101,9 @@ int run_evaluate(Args& args) {
     return 0;
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
+/// The whole program on backend B (main_on_device has taken --device out of argv).
+template <Backend B>
+int run(int argc, char** argv) {
     const std::string command = argc > 1 ? argv[1] : "";
     try {
         if (command.empty() || command == "--help" || command == "-h" || command == "help") {
@@ -1092,8 +1111,8 @@ int main(int argc, char** argv) {
             return command.empty() ? 2 : 0;
         }
         Args args(argc, argv, 2);
-        if (command == "train") return run_train(args);
-        if (command == "predict") return run_predict(args);
+        if (command == "train") return run_train<B>(args);
+        if (command == "predict") return run_predict<B>(args);
         if (command == "evaluate") return run_evaluate(args);
         throw UsageError(fmt::format("unknown command '{}' (train, predict, evaluate)", command));
     } catch (const UsageError& e) {
@@ -1103,4 +1122,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "\n%s %s: %s\n", kProgram, command.c_str(), e.what());
         return 1;
     }
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    return main_on_device(argc, argv, [&](auto backend) { return run<decltype(backend)>(argc, argv); });
 }

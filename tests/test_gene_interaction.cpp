@@ -2,7 +2,9 @@
 // (solved with rational arithmetic in Python) and its leave-one-out selection against brute-force
 // refits; the query reader (DCell formats, line numbers in errors); the CGT configuration as JSON and
 // inferred from a PyTorch state_dict, whose predictions through predict_gene_interactions match the
-// reference model's; the residual task (predictions = baseline + model).
+// reference model's; the residual task (predictions = baseline + model); the task and the trainer on
+// a device backend (testing::emulated_device: the program's --device path without a GPU), bit-identical
+// to the CPU, with checkpoints that move between the two.
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <filesystem>
@@ -16,6 +18,7 @@
 #include "celltx/io/gi_labels.hpp"
 #include "celltx/models/additive_baseline.hpp"
 #include "celltx/models/cgt_instantiations.hpp"
+#include "celltx/testing/emulated_device.hpp"
 #include "celltx/train/gene_interaction_task.hpp"
 
 using namespace celltx;
@@ -35,6 +38,53 @@ io::GeneUniverse small_universe() {
 }
 
 bool message_has(const std::exception& e, const std::string& s) { return std::string(e.what()).find(s) != std::string::npos; }
+
+/// The gene_interaction program's model type on backend B.
+template <Backend B>
+using GiModel = CellGraphTransformer<float, B, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout>;
+
+/// A small GI model with a graph-regularised head (sampled rows) and dropout: every random draw of a step.
+template <Backend B>
+GiModel<B> small_gi_model() {
+    CgtConfig cfg;
+    cfg.num_genes = 12;
+    cfg.d_model = 8;
+    cfg.num_layers = 2;
+    cfg.num_heads = 2;
+    cfg.pert_heads = 2;
+    cfg.dropout = 0.1;
+    cfg.seed = 3;
+    GraphRegularizerOptions gopt;
+    gopt.row_rate = 0.5;
+    gopt.seed = 3;
+    GiModel<B> m(cfg, gopt);
+    std::vector<Edge> edges;
+    for (index_t i = 0; i < 12; ++i) edges.push_back({i, (i * 5 + 1) % 12}), edges.push_back({i, (i + 1) % 12});
+    m.add_graph(GeneGraph(12, edges, {.symmetrize = false, .self_loops = true}), {{1}, 1, 0.05}, "ring");
+    return m;
+}
+
+/// Every parameter value (or the optimiser's state) of a model, read on the host, in visiting order.
+template <Backend B, class M>
+std::vector<std::vector<float>> host_weights(M& m) {
+    std::vector<std::vector<float>> out;
+    m.visit_parameters([&](std::string_view, Parameter<float, B>& p) {
+        const Tensor<float> h = to_host(p.value);
+        out.emplace_back(h.data(), h.data() + h.numel());
+    }, std::string{});
+    return out;
+}
+template <Backend B, class Tr>
+std::vector<std::vector<float>> host_moments(Tr& trainer) {
+    std::vector<std::vector<float>> out;
+    trainer.optimizer().visit_state([&](const std::string&, auto& v) {
+        if constexpr (!std::is_integral_v<std::remove_cvref_t<decltype(v)>>) {
+            const Tensor<float> h = to_host(v);
+            out.emplace_back(h.data(), h.data() + h.numel());
+        }
+    });
+    return out;
+}
 
 } // namespace
 
@@ -213,6 +263,73 @@ BOOST_AUTO_TEST_CASE(residual_task_targets_and_validation) {
     train::PerturbationSamples unlabeled{{{0, 1}}, {std::numeric_limits<double>::quiet_NaN()}};
     BOOST_CHECK_EXCEPTION((train::GeneInteractionTask<CgtGi<float>>(model, tr, unlabeled)), ShapeError,
                           [](const ShapeError& e) { return message_has(e, "validation sample 0 has label nan"); });
+}
+
+BOOST_AUTO_TEST_CASE(task_and_trainer_on_a_device_backend_are_bit_identical_to_the_cpu) {
+    // What `gene_interaction train --device cuda` runs, on a backend with device semantics and the
+    // CPU's kernels: targets uploaded, predictions downloaded, checkpoints through host copies.
+    using Dev = testing::emulated_device;
+    train::PerturbationSamples tr, val;
+    for (index_t i = 0; i < 12; ++i)
+        for (index_t j = i + 1; j < 12; j += 3) {
+            auto& s = (i + j) % 5 == 0 ? val : tr;
+            s.sets.push_back({i, j});
+            s.labels.push_back(0.1 * std::sin(static_cast<double>(3 * i + j)) + 0.02 * static_cast<double>(i));
+        }
+    BOOST_REQUIRE(tr.size() >= 16 && val.size() >= 3);
+    const AdditiveBaseline add = AdditiveBaseline::fit(12, tr.sets, tr.labels, 0.1);
+    train::TrainerOptions o;
+    o.epochs = 3;
+    o.batch_size = 6;
+    o.lr = 3e-3;
+    o.seed = 7;
+    auto host = small_gi_model<cpu>();
+    auto dev = small_gi_model<Dev>();
+    BOOST_TEST((host_weights<cpu>(host) == host_weights<Dev>(dev)), "the same initial weights");
+    train::GeneInteractionTask<GiModel<cpu>> th(host, tr, val, &add);
+    train::GeneInteractionTask<GiModel<Dev>> td(dev, tr, val, &add);
+    train::Trainer<decltype(th)> trh(th, o);
+    train::Trainer<decltype(td)> trd(td, o);
+    const std::int64_t half = trh.total_steps() / 2;
+    BOOST_REQUIRE(half >= 3);
+    for (std::int64_t k = 0; k < half; ++k) {
+        const train::StepLoss a = trh.step(), b = trd.step();
+        BOOST_TEST(a.total == b.total, "step " << k);
+        BOOST_TEST(a.auxiliary == b.auxiliary, "step " << k);
+        BOOST_TEST(trh.last_gradient_norm() == trd.last_gradient_norm(), "step " << k);
+    }
+    BOOST_TEST((host_weights<cpu>(host) == host_weights<Dev>(dev)));
+    BOOST_TEST((host_moments<cpu>(trh) == host_moments<Dev>(trd)));
+    BOOST_TEST(trh.history().back().validation.pearson == trd.history().back().validation.pearson);
+    const auto scaler = trh.label_scaler();
+    BOOST_TEST(train::predict_gene_interactions(host, val.sets, scaler, &add) == train::predict_gene_interactions(dev, val.sets, scaler, &add),
+               boost::test_tools::per_element());
+
+    // The device run's checkpoint resumes on the CPU and the CPU's on the device, bit-identically.
+    const fs::path from_dev = write_temp("gi_from_device.safetensors", ""), from_host = write_temp("gi_from_host.safetensors", "");
+    io::save_checkpoint(from_dev, dev, nlohmann::json::object(), trd);
+    io::save_checkpoint(from_host, host, nlohmann::json::object(), trh);
+    auto host2 = small_gi_model<cpu>();
+    auto dev2 = small_gi_model<Dev>();
+    train::GeneInteractionTask<GiModel<cpu>> th2(host2, tr, val, &add);
+    train::GeneInteractionTask<GiModel<Dev>> td2(dev2, tr, val, &add);
+    train::Trainer<decltype(th2)> trh2(th2, o);
+    train::Trainer<decltype(td2)> trd2(td2, o);
+    io::load_checkpoint(from_dev, host2, trh2);
+    io::load_checkpoint(from_host, dev2, trd2);
+    BOOST_TEST((host_weights<cpu>(host2) == host_weights<cpu>(host)));
+    BOOST_TEST((host_weights<Dev>(dev2) == host_weights<cpu>(host)));
+    BOOST_TEST((host_moments<Dev>(trd2) == host_moments<cpu>(trh)));
+    while (!trh.finished()) {
+        const double a = trh.step().total, b = trh2.step().total, c = trd2.step().total;
+        BOOST_TEST(a == b);
+        BOOST_TEST(a == c);
+    }
+    BOOST_TEST(trd2.finished());
+    BOOST_TEST((host_weights<cpu>(host2) == host_weights<cpu>(host)));
+    BOOST_TEST((host_weights<Dev>(dev2) == host_weights<cpu>(host)));
+    fs::remove(from_dev);
+    fs::remove(from_host);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -7,7 +7,10 @@
 //    sampler (resampling short groups in training), sharding;
 //  - perturb_mean and context_mean against hand-computed values; embedsum and pseudobulk
 //    gradient-checked, permutation-equivariant, and trainable with the model's interface;
-//  - cell-eval's metrics and the DE test (Mann–Whitney U, BH) against scipy (numbers below).
+//  - cell-eval's metrics and the DE test (Mann–Whitney U, BH) against scipy (numbers below);
+//  - State, LoRA fine-tuning and embedsum through PerturbationTask and the trainer on a device backend
+//    (testing::emulated_device: perturbation_response's --device path without a GPU), bit-identical
+//    to the CPU, with checkpoints and PEFT adapters that are the same files.
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <filesystem>
@@ -22,6 +25,8 @@
 #include "celltx/io/perturbseq.hpp"
 #include "celltx/io/state_json.hpp"
 #include "celltx/models/state_baselines.hpp"
+#include "celltx/io/peft.hpp"
+#include "celltx/testing/emulated_device.hpp"
 #include "celltx/testing/gradcheck.hpp"
 #include "celltx/train/adam.hpp"
 #include "celltx/train/cell_eval.hpp"
@@ -165,6 +170,79 @@ StateConfig small_config(index_t genes, index_t pert_dim) {
     c.backbone.heads = 2;
     c.backbone.intermediate = 12;
     return c;
+}
+
+/// What one perturbation_response run on backend B yields, read on the host.
+struct PerturbationRun {
+    std::vector<double> losses, validation;
+    std::vector<float> weights, lora_weights, prediction, embedsum_prediction;
+};
+
+template <Backend B, class M>
+std::vector<float> flat_weights(M& m) {
+    std::vector<float> out;
+    m.visit_parameters([&](const std::string&, Parameter<float, B>& p) {
+        const Tensor<float> h = to_host(p.value);
+        out.insert(out.end(), h.data(), h.data() + h.numel());
+    });
+    return out;
+}
+
+/// State trained through PerturbationTask and the trainer (dropout on: every draw of a step), its
+/// checkpoint, predictions, LoRA fine-tuning with a PEFT adapter written to `dir`, and embedsum.
+template <Backend B>
+PerturbationRun perturbation_run(const train::PerturbationData<float>& data, const std::vector<index_t>& train_cells,
+                                 const std::vector<index_t>& val_cells, const fs::path& dir) {
+    PerturbationRun r;
+    fs::create_directories(dir);
+    StateConfig c = small_config(data.genes(), data.pert_dim());
+    c.dropout = 0.1;
+    train::TrainerOptions o;
+    o.epochs = 2;
+    o.batch_size = 3;
+    o.lr = 3e-3;
+    o.seed = 11;
+    using Model = StateTransition<float, B, LlamaBackbone, EnergyLoss>;
+    using Task = train::PerturbationTask<Model>;
+    Model m(c);
+    Generator gen(7);
+    m.reset_parameters(gen);
+    Task task(m, data, train_cells, val_cells, 4, 11);
+    train::Trainer<Task> trainer(task, o);
+    while (!trainer.finished()) r.losses.push_back(trainer.step().total);
+    for (const auto& e : trainer.history()) r.validation.push_back(e.validation.pearson);
+    r.weights = flat_weights<B>(m);
+    io::save_checkpoint(dir / "last.safetensors", m, nlohmann::json::object(), trainer);
+    const train::ControlMatcher matcher(data.cell_type, data.batch, train::control_cells(data, val_cells), 5);
+    const Tensor<float> pred = train::predict_cells(m, data, val_cells, matcher, 4);
+    r.prediction.assign(pred.data(), pred.data() + pred.numel());
+
+    Generator lora_init(3);
+    apply_lora(m, {.rank = 2, .alpha = 4.0}, lora_init);
+    Task lora_task(m, data, train_cells, val_cells, 4, 12);
+    train::Trainer<Task> lora_trainer(lora_task, o, train::lora_trainable_parameters<float, B>(m));
+    for (int k = 0; k < 3; ++k) r.losses.push_back(lora_trainer.step().total);
+    io::save_lora_adapter(m, dir / "adapter", {.rank = 2, .alpha = 4.0}, "llama");
+    io::load_lora_adapter(m, dir / "adapter");  // the upload path: the same values back
+    merge_lora(m);
+    r.lora_weights = flat_weights<B>(m);
+
+    EmbedSum<float, B, EnergyLoss> es(c);
+    Generator es_init(17);
+    es.reset_parameters(es_init);
+    train::PerturbationTask<decltype(es)> es_task(es, data, train_cells, val_cells, 4, 11);
+    train::TrainerOptions eo = o;
+    eo.epochs = 1;
+    train::Trainer<decltype(es_task)> es_trainer(es_task, eo);
+    while (!es_trainer.finished()) r.losses.push_back(es_trainer.step().total);
+    const Tensor<float> es_pred = train::predict_cells(es, data, val_cells, matcher, 4);
+    r.embedsum_prediction.assign(es_pred.data(), es_pred.data() + es_pred.numel());
+    return r;
+}
+
+std::string file_bytes(const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
 } // namespace
@@ -581,6 +659,40 @@ BOOST_AUTO_TEST_CASE(state_task_with_the_trainer) {
     nlohmann::json broken = io::state_config_to_json(c);
     broken["backbone"].erase("num_attention_heads");
     BOOST_TEST(error_of([&] { io::state_config_from_json(broken, "cfg.json"); }).find("backbone.num_attention_heads") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(state_task_on_a_device_backend_is_bit_identical_to_the_cpu) {
+    const index_t n = 64, G = 6;
+    Lcg g{41};
+    Tensor<float> x(Shape{n, G});
+    std::vector<index_t> pert, type(n, 0), batch;
+    for (index_t i = 0; i < n; ++i) {
+        pert.push_back(i % 4);  // 3 = control
+        batch.push_back((i / 4) % 2);
+        for (index_t j = 0; j < G; ++j)
+            x(i, j) = static_cast<float>(0.5 + 0.01 * static_cast<double>(g.next(100)) + (pert[i] == j % 3 && pert[i] != 3 ? 1.0 : 0.0));
+    }
+    const Tensor<float> table = io::PerturbationEncoding<float>::one_hot({"0", "1", "2", "3"}).table;
+    const train::PerturbationData<float> data{x.cview(), table.cview(), pert, type, batch, 3};
+    const auto [rest, held] = train::holdout_split(pert, 0.25, 5);
+    const fs::path dir_host = scratch("device_run_cpu"), dir_dev = scratch("device_run_emulated");
+    const PerturbationRun a = perturbation_run<cpu>(data, rest, held, dir_host);
+    const PerturbationRun b = perturbation_run<testing::emulated_device>(data, rest, held, dir_dev);
+    BOOST_TEST(a.losses.size() >= 10u);
+    BOOST_TEST(a.losses == b.losses, boost::test_tools::per_element());
+    BOOST_TEST(a.validation == b.validation, boost::test_tools::per_element());
+    BOOST_TEST((a.weights == b.weights));
+    BOOST_TEST((a.prediction == b.prediction));
+    BOOST_TEST((a.lora_weights == b.lora_weights));
+    BOOST_TEST((a.embedsum_prediction == b.embedsum_prediction));
+    // The device's PEFT adapter is the CPU's file; its checkpoint loads into a CPU model as the CPU's weights.
+    BOOST_TEST(file_bytes(dir_dev / "adapter" / "adapter_model.safetensors") == file_bytes(dir_host / "adapter" / "adapter_model.safetensors"));
+    BOOST_TEST(file_bytes(dir_dev / "adapter" / "adapter_config.json") == file_bytes(dir_host / "adapter" / "adapter_config.json"));
+    StateTransition<float, cpu, LlamaBackbone, EnergyLoss> loaded(small_config(G, 4));
+    io::load_checkpoint(dir_dev / "last.safetensors", loaded);
+    BOOST_TEST((flat_weights<cpu>(loaded) == a.weights));
+    fs::remove_all(dir_host);
+    fs::remove_all(dir_dev);
 }
 
 // A small synthetic screen for the perturbation_response command-line test (ctest entry

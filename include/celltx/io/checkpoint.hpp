@@ -15,6 +15,8 @@
 // checkpoint or the new one, never half of one. Loads check everything (every parameter, every state
 // name, dtypes, shapes) before assigning anything, then call state.check_state() where it exists.
 // A file without celltx metadata (weights exported from PyTorch) loads as weights only.
+// A model and states on a device backend are written from host copies and loaded through the host
+// (then uploaded): the file does not depend on the device, so a run moves between CPU and GPU.
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -94,12 +96,13 @@ void save_checkpoint(const std::filesystem::path& path, Model& model, const nloh
     check_unique_names(file, states...);
     std::vector<TensorEntry> entries;
     std::set<std::string> names;
+    HostCopies host;  // a device model's values and states, downloaded (entries point into them)
     model.visit_parameters(
         [&](const auto& name, auto& p) {
             if (std::string_view(name).starts_with(checkpoint_state_prefix))
                 throw IoError(fmt::format("{}: parameter name '{}' uses the reserved prefix '{}'", file, std::string(name),
                                           checkpoint_state_prefix));
-            entries.emplace_back(std::string(name), p.value.cview());
+            entries.emplace_back(std::string(name), host.view_of(p.value));
         },
         std::string{});
     nlohmann::json scalars = nlohmann::json::object();
@@ -117,8 +120,7 @@ void save_checkpoint(const std::filesystem::path& path, Model& model, const nloh
                 vectors.push_back(v);
                 vector_entries.emplace_back(name, vectors.size() - 1);
             } else if constexpr (is_tensor<X>::value) {
-                static_assert(!X::backend::is_device, "save_checkpoint: host tensors only");
-                entries.emplace_back(state_key(name), v.cview());
+                entries.emplace_back(state_key(name), host.view_of(v));
             } else {
                 static_assert(sizeof(X) == 0, "save_checkpoint: a state visits a value of an unsupported type");
             }
@@ -218,7 +220,11 @@ CheckpointHeader load_checkpoint(const std::filesystem::path& path, Model& model
             if constexpr (std::is_same_v<X, double>) v = decode_double(h.state.at(name), file, name);
             else if constexpr (std::is_same_v<X, std::int64_t> || std::is_same_v<X, std::uint64_t>) v = h.state.at(name).template get<X>();
             else if constexpr (std::is_same_v<X, std::vector<double>>) v = f.load_values<double>(state_key(name));
-            else f.load_into<typename X::value_type>(state_key(name), v.view());
+            else if constexpr (X::backend::is_device) {  // read on the host, then upload
+                auto staged = Tensor<typename X::value_type, cpu>::uninitialized(v.shape());
+                f.load_into<typename X::value_type>(state_key(name), staged.view());
+                upload(static_cast<const typename X::value_type*>(staged.data()), v.view());
+            } else f.load_into<typename X::value_type>(state_key(name), v.view());
         });
         if constexpr (requires { s.check_state(); }) s.check_state();
     };

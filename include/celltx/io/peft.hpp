@@ -79,13 +79,14 @@ void save_lora_adapter(M& model, const std::filesystem::path& dir, const nn::Lor
     std::filesystem::create_directories(dir, ec);
     if (ec) throw IoError(fmt::format("{}: cannot create the adapter directory: {}", dir.string(), ec.message()));
     std::vector<TensorEntry> entries;
+    HostCopies host;  // a device model's adapters, downloaded
     model.visit_parameters(
         [&](const auto& name, auto& p) {
             const std::string n(name);
             if (!is_lora_parameter(n)) return;
             if (!n.starts_with(backbone_prefix))
                 throw IoError(fmt::format("{}: adapter '{}' lies outside the backbone '{}'", dir.string(), n, backbone_prefix));
-            entries.emplace_back(std::string(peft_prefix) + n.substr(backbone_prefix.size()), p.value.cview(), DType::F32);
+            entries.emplace_back(std::string(peft_prefix) + n.substr(backbone_prefix.size()), host.view_of(p.value), DType::F32);
         },
         std::string{});
     if (entries.empty()) throw IoError(fmt::format("{}: the model has no LoRA adapters to save (apply_lora first)", dir.string()));
@@ -177,8 +178,18 @@ void load_lora_adapter(M& model, const std::filesystem::path& path, std::string_
     model.visit_parameters(
         [&](const auto& name, auto& p) {
             const std::string n(name);
-            for (const auto& [pn, key] : plan)
-                if (pn == n) f.load_into<typename std::remove_cvref_t<decltype(p.value)>::value_type>(key, p.value.view());
+            using V = std::remove_cvref_t<decltype(p.value)>;
+            using T = typename V::value_type;
+            for (const auto& [pn, key] : plan) {
+                if (pn != n) continue;
+                if constexpr (V::backend::is_device) {  // read on the host, then upload
+                    auto h = Tensor<T, cpu>::uninitialized(p.value.shape());
+                    f.load_into<T>(key, h.view());
+                    upload(static_cast<const T*>(h.data()), p.value.view());
+                } else {
+                    f.load_into<T>(key, p.value.view());
+                }
+            }
         },
         std::string{});
 }

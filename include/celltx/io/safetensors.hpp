@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -30,6 +31,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -511,6 +513,20 @@ struct TensorEntry {
     TensorEntry(std::string name_, TensorView<T> v, std::optional<DType> as = std::nullopt) : TensorEntry(std::move(name_), ConstView<T>(v), as) {}
     template <Scalar T>
     TensorEntry(std::string name_, const Tensor<T>& t, std::optional<DType> as = std::nullopt) : TensorEntry(std::move(name_), t.cview(), as) {}
+};
+
+/// Host views of tensors about to be written: a host tensor's own memory, or a device tensor's
+/// download, held here until the write is done (a deque never moves what it holds).
+class HostCopies {
+public:
+    template <Scalar T, Backend B>
+    ConstView<T> view_of(const Tensor<T, B>& t) {
+        if constexpr (B::is_device) return std::get<std::deque<Tensor<T, cpu>>>(held_).emplace_back(to_host(t)).cview();
+        else return t.cview();
+    }
+
+private:
+    std::tuple<std::deque<Tensor<float, cpu>>, std::deque<Tensor<double, cpu>>> held_;
 };
 
 namespace detail {

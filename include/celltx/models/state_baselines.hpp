@@ -61,9 +61,16 @@ Tensor<T> predict_set(M& model, const SetInput<T>& in) {
     if constexpr (SetPredictor<M, T>) {
         return model.predict(in);
     } else {
+        using B = typename M::backend;
         const index_t S = in.ctrl.size(0);
         const ConstView<T> p = in.pert.reshaped(Shape{1, S, in.pert.size(1)}), c = in.ctrl.reshaped(Shape{1, S, in.ctrl.size(1)});
-        Tensor<T> y = std::move(model.forward(p, c, in.batch, Context::eval()).pred);
+        Tensor<T> y;
+        if constexpr (B::is_device) {  // the set uploaded, the prediction downloaded
+            const Tensor<T, B> pd = from_host<T, B>(p.data(), p.shape()), cd = from_host<T, B>(c.data(), c.shape());
+            y = to_host(model.forward(pd.cview(), cd.cview(), in.batch, Context::eval()).pred);
+        } else {
+            y = std::move(model.forward(p, c, in.batch, Context::eval()).pred);
+        }
         y.reshape(Shape{S, y.numel() / S});
         return y;
     }
@@ -199,10 +206,13 @@ public:
         require(target.numel() == pred.numel(), "loss: target {} does not match the prediction {}", target.shape(), pred.shape());
         const Shape s{sets, set_len, pred.numel() / std::max<index_t>(sets * set_len, 1)};
         StateLossValues v;
-        v.main = v.total = static_cast<double>(loss_.forward(pred.reshaped(s), target.reshaped(s))[0]);
-        for (index_t b = 0; b < loss_.per_set().numel(); ++b) v.per_set.push_back(static_cast<double>(loss_.per_set()[b]));
+        // Scalars cross to the host through read_value / to_host, so a device backend runs it too.
+        v.main = v.total = static_cast<double>(read_value(loss_.forward(pred.reshaped(s), target.reshaped(s)).cview()));
+        const Tensor<T, cpu> per_set = to_host(loss_.per_set());
+        for (index_t b = 0; b < per_set.numel(); ++b) v.per_set.push_back(static_cast<double>(per_set[b]));
         dpred = Tensor<T, B>(pred.shape());
-        loss_.backward(Tensor<T, B>::full(Shape{}, T(1)).cview(), dpred.reshaped(s));
+        const T one(1);
+        loss_.backward(from_host<T, B>(&one, Shape{}).cview(), dpred.reshaped(s));
         return v;
     }
     Tensor<T, B> dpred;

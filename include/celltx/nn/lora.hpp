@@ -47,9 +47,7 @@ public:
     double scaling() const noexcept { return scaling_; }
 
     /// PEFT's init_lora_weights=True: A as nn.Linear's default, B = 0.
-    void reset_parameters(Generator& g)
-        requires(!B::is_device)
-    {
+    void reset_parameters(Generator& g) {  // drawn on the host (nn/init.hpp): the same adapters on every backend
         init::linear_default(lora_A.value, g, in_);
         lora_B.value.zero();
     }

@@ -9,6 +9,7 @@
 //    of the z-scored targets plus the model's graph term, backward;
 //  - validate / predict_gene_interactions: ONE eval forward for all sets (the encoder runs once;
 //    Type I computes only the perturbed rows).
+// The model may live on any backend: targets are made on the host and uploaded, predictions downloaded.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -53,7 +54,12 @@ std::vector<double> predict_gene_interactions(Model& model, std::span<const std:
     if (sets.empty()) return {};
     const PerturbationBatch batch = PerturbationBatch::from_sets(std::vector<std::vector<index_t>>(sets.begin(), sets.end()));
     const auto out = model.forward(batch, Context::eval());
-    const auto& y = out.predictions[0];
+    using B = typename Model::backend;
+    const auto host = [&]() -> decltype(auto) {  // the predictions in host memory (a device model's downloaded)
+        if constexpr (B::is_device) return to_host(out.predictions[0]);
+        else return (out.predictions[0]);
+    };
+    const auto& y = host();
     require(y.numel() == static_cast<index_t>(sets.size()), "predict_gene_interactions: {} predictions for {} sets", y.numel(), sets.size());
     std::vector<double> p(sets.size());
     for (std::size_t i = 0; i < sets.size(); ++i) {
@@ -115,7 +121,8 @@ public:
         }
         const PerturbationBatch batch = PerturbationBatch::from_sets(sets);
         const auto out = model_.forward(batch, ctx);
-        const CgtLossValues l = model_.loss_backward(out, {CgtTarget<T, backend>{y.cview()}}, loss_);
+        const Tensor<T, backend> y_on_backend = y.template to<backend>();  // uploaded on a device; a copy on the CPU
+        const CgtLossValues l = model_.loss_backward(out, {CgtTarget<T, backend>{y_on_backend.cview()}}, loss_);
         return {l.total, l.phenotype, l.graph};
     }
 

@@ -5,7 +5,8 @@
 //    perturbation) group each, S cells, short groups resampled) are redrawn in begin_epoch(e),
 //    and every perturbed cell is paired with a control cell drawn for that epoch (ControlMatcher);
 //  - loss_backward: the sets of a batch as [b, S, ·] tensors, model.train_step (the model's own
-//    set loss; nothing is z-scored: label_columns() is 0);
+//    set loss; nothing is z-scored: label_columns() is 0); the sets are gathered on the host and,
+//    for a model on a device backend, uploaded;
 //  - validate: the mean shift of every perturbation predicted on the validation cells (each set
 //    from matched validation controls) against the real one, both relative to the validation
 //    controls' mean, each z-scored over the genes and concatenated: the trainer's Pearson of them
@@ -163,7 +164,13 @@ public:
                     for (index_t c : s.cells) batch.push_back(data_.batch[c]);
             }
         }
-        const StateLossValues v = model_.train_step(pert.cview(), ctrl.cview(), target.cview(), {}, batch, ctx);
+        StateLossValues v;
+        if constexpr (backend::is_device) {  // the sets are gathered on the host and uploaded
+            const Tensor<T, backend> p = pert.template to<backend>(), c = ctrl.template to<backend>(), t = target.template to<backend>();
+            v = model_.train_step(p.cview(), c.cview(), t.cview(), {}, batch, ctx);
+        } else {
+            v = model_.train_step(pert.cview(), ctrl.cview(), target.cview(), {}, batch, ctx);
+        }
         return {v.total, v.main, v.total - v.main};
     }
 

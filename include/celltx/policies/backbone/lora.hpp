@@ -26,8 +26,17 @@ void for_each_self_attention(backbone::GPT2<T, B>& b, F&& f) {
     for (auto& h : b.h) f(h.attn);
 }
 
+namespace lora_detail {
+/// A visitor that does nothing: the concept names a type rather than a lambda, because nvcc's front
+/// end rejects a lambda in a requires-expression (every candidate then fails deduction).
+struct IgnoreAttention {
+    template <class A>
+    void operator()(A&) const noexcept {}
+};
+} // namespace lora_detail
+
 template <class Bb>
-concept LoraBackbone = requires(Bb& b) { for_each_self_attention(b, [](auto&) {}); };
+concept LoraBackbone = requires(Bb& b, lora_detail::IgnoreAttention f) { for_each_self_attention(b, f); };
 
 /// Fresh adapters on every attention projection of the backbone (layer i draws dropout stream i).
 template <LoraBackbone Bb>
