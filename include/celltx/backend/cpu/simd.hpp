@@ -5,6 +5,7 @@
 //    below ln(FLT_MIN) give 0, NaN propagates, inputs above 88.376 saturate at 2.4e38);
 //  - GELU with the exact erf, value and derivative (Φ from a polynomial near 0 and
 //    erfc(z) = e^{-z²}·R(1/(1+z)) beyond, so the negative tail keeps its relative accuracy);
+//  - the attention at head width 8 (attention_small_head.hpp drives them).
 // The bodies live in simd_isa.inl, compiled twice below: once for AVX2+FMA, once for AVX-512F.
 // simd_level() says which one runs (CELLTX_CPU_SIMD=none|avx2|avx512 lowers it, for tests and
 // comparisons). Callers keep a plain C++ path for other CPUs and for double.
@@ -24,6 +25,16 @@
 namespace celltx::cpu_detail {
 
 enum class SimdLevel { none = 0, avx2 = 1, avx512 = 2 };
+
+/// Keys and values of one (batch item, kv head) for the head-width-8 attention kernels: transposed
+/// (kt[e·tkpad + j], vt likewise), zero-padded to tkpad keys (a multiple of 16), kbias[j] = 0 for a
+/// key and −inf for padding.
+struct AttentionPack8 {
+    const float* kt = nullptr;
+    const float* vt = nullptr;
+    const float* kbias = nullptr;
+    index_t tk = 0, tkpad = 0;
+};
 
 /// The best level this CPU runs, lowered by CELLTX_CPU_SIMD when set.
 inline SimdLevel detect_simd_level() {

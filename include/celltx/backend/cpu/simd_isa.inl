@@ -173,4 +173,156 @@ inline void exp_array(const float* x, float* y, index_t n) {
 }
 
 
+// =================================================================================================
+// Attention at head width 8 (float). Keys and values of one (batch item, kv head) come packed and
+// transposed (AttentionPack8): kt[e·tkpad + j], vt[e·tkpad + j], keys padded with zeros to tkpad (a
+// multiple of 16) and kbias[j] = 0 for a key, −inf for padding. A vector holds the scores of W keys
+// for one query row: s = Σ_e (scale·q_e)·K[e] as 8 FMAs in the order e = 0..7 everywhere (forward
+// and both backward passes), so the backward's recomputed P is the forward's.
+
+inline constexpr index_t attn8_key_block = 256;  // keys per sweep: K and V of a block (16 KB) stay in L1
+
+/// One key vector's score for a query whose 8 broadcast (scaled) components are qb.
+inline vf attn8_score(const vf (&qb)[8], const float* kt, index_t tkpad, index_t j) {
+    vf s = vmul(qb[0], vload(kt + j));
+    for (int e = 1; e < 8; ++e) s = vfma(qb[e], vload(kt + e * tkpad + j), s);
+    return s;
+}
+
+/// Online-softmax state of one query row: acc[e] lane-wise partial sums of p·V, l lane-wise sums of p,
+/// m the running maximum (one scalar: every lane is scaled by the same exp(m)).
+struct Attn8RowState {
+    vf acc[8];
+    vf l;
+    float m;
+};
+
+template <int NB>
+inline void attn8_forward_vectors(Attn8RowState& st, const vf (&qb)[8], const AttentionPack8& kv, index_t j0, bool tail) {
+    vf s[NB];
+    for (int b = 0; b < NB; ++b) s[b] = attn8_score(qb, kv.kt, kv.tkpad, j0 + b * W);
+    if (tail) s[NB - 1] = vadd(s[NB - 1], vload(kv.kbias + j0 + (NB - 1) * W));
+    vf mx = s[0];
+    for (int b = 1; b < NB; ++b) mx = vmax(mx, s[b]);
+    const float bm = vhmax(mx);
+    if (bm > st.m) {
+        const vf corr = vset(std::exp(st.m - bm));  // 0 on the first block (m = −inf)
+        for (int e = 0; e < 8; ++e) st.acc[e] = vmul(st.acc[e], corr);
+        st.l = vmul(st.l, corr);
+        st.m = bm;
+    }
+    const vf mv = vset(st.m);
+    for (int b = 0; b < NB; ++b) {
+        const vf p = vexp(vsub(s[b], mv));
+        st.l = vadd(st.l, p);
+        const index_t j = j0 + b * W;
+        for (int e = 0; e < 8; ++e) st.acc[e] = vfma(p, vload(kv.vt + e * kv.tkpad + j), st.acc[e]);
+    }
+}
+
+/// O and LSE of `rows` query rows of one head: q row r at q + r·ldq (8 floats), o likewise; lse[r].
+inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo,
+                               float* lse) {
+    constexpr index_t max_rows = 64;
+    Attn8RowState state[max_rows];
+    for (index_t r = 0; r < rows; ++r) {
+        for (int e = 0; e < 8; ++e) state[r].acc[e] = vzero();
+        state[r].l = vzero();
+        state[r].m = -std::numeric_limits<float>::infinity();
+    }
+    const index_t nv = (kv.tk + W - 1) / W;  // vectors of keys; the last one holds padding when tk % W != 0
+    const bool padded = kv.tk % W != 0;
+    for (index_t c0 = 0; c0 < nv; c0 += attn8_key_block / W) {
+        const index_t c1 = std::min(nv, c0 + attn8_key_block / W);
+        for (index_t r = 0; r < rows; ++r) {
+            const float* qr = q + r * ldq;
+            vf qb[8];
+            for (int e = 0; e < 8; ++e) qb[e] = vset(scale * qr[e]);
+            Attn8RowState st = state[r];
+            index_t c = c0;
+            for (; c + 4 <= c1 && !(padded && c + 4 == nv); c += 4) attn8_forward_vectors<4>(st, qb, kv, c * W, false);
+            for (; c < c1; ++c) attn8_forward_vectors<1>(st, qb, kv, c * W, padded && c == nv - 1);
+            state[r] = st;
+        }
+    }
+    for (index_t r = 0; r < rows; ++r) {
+        const float l = vhsum(state[r].l);
+        for (int e = 0; e < 8; ++e) o[r * ldo + e] = vhsum(state[r].acc[e]) / l;
+        lse[r] = state[r].m + std::log(l);
+    }
+}
+
+/// dQ (assigned) of `rows` query rows of one head: dq_i = scale·Σ_j P_ij (dP_ij − dc_i) K_j with
+/// dP_ij = dO_i·V_j and P_ij = exp(s_ij − lse_i).
+inline void attn8_backward_dq_rows(const AttentionPack8& kv, const float* q, index_t ldq, const float* g, index_t ldg, const float* lse,
+                                   const float* dc, index_t rows, float scale, float* dq, index_t lddq) {
+    constexpr index_t max_rows = 64;
+    vf acc[max_rows][8];
+    for (index_t r = 0; r < rows; ++r)
+        for (int e = 0; e < 8; ++e) acc[r][e] = vzero();
+    const index_t nv = (kv.tk + W - 1) / W;
+    const bool padded = kv.tk % W != 0;
+    for (index_t c0 = 0; c0 < nv; c0 += attn8_key_block / W) {
+        const index_t c1 = std::min(nv, c0 + attn8_key_block / W);
+        for (index_t r = 0; r < rows; ++r) {
+            const float* qr = q + r * ldq;
+            const float* gr = g + r * ldg;
+            vf qb[8], gb[8], a[8];
+            for (int e = 0; e < 8; ++e) qb[e] = vset(scale * qr[e]), gb[e] = vset(gr[e]), a[e] = acc[r][e];
+            const vf lv = vset(lse[r]), dcv = vset(dc[r]);
+            for (index_t c = c0; c < c1; ++c) {
+                const index_t j = c * W;
+                vf s = attn8_score(qb, kv.kt, kv.tkpad, j);
+                if (padded && c == nv - 1) s = vadd(s, vload(kv.kbias + j));
+                const vf p = vexp(vsub(s, lv));
+                vf dp = vmul(gb[0], vload(kv.vt + j));
+                for (int e = 1; e < 8; ++e) dp = vfma(gb[e], vload(kv.vt + e * kv.tkpad + j), dp);
+                const vf ds = vmul(p, vsub(dp, dcv));
+                for (int e = 0; e < 8; ++e) a[e] = vfma(ds, vload(kv.kt + e * kv.tkpad + j), a[e]);
+            }
+            for (int e = 0; e < 8; ++e) acc[r][e] = a[e];
+        }
+    }
+    for (index_t r = 0; r < rows; ++r)
+        for (int e = 0; e < 8; ++e) dq[r * lddq + e] = scale * vhsum(acc[r][e]);
+}
+
+/// dK, dV of the keys [j0, j0 + nkeys) (j0 a multiple of W, nkeys <= 64) from one query head, ADDED
+/// into dkt/dvt [8][64] (e-major, key j0 + c at column c). qs: the head's queries times scale, packed
+/// [tq][8]; gs: its dO, packed [tq][8]; lse, dc: [tq].
+inline void attn8_backward_dkv(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* qs, const float* gs, const float* lse,
+                               const float* dc, index_t tq, float* dkt, float* dvt) {
+    constexpr index_t query_chunk = 256;  // queries per sweep: their qs and gs (16 KB) stay in L1
+    for (index_t i0 = 0; i0 < tq; i0 += query_chunk) {
+        const index_t i1 = std::min(tq, i0 + query_chunk);
+        for (index_t c = 0; c * W < nkeys; ++c) {
+            const index_t j = j0 + c * W;
+            vf k[8], dk[8], dv[8];
+            for (int e = 0; e < 8; ++e) {
+                k[e] = vload(kv.kt + e * kv.tkpad + j);
+                dk[e] = vload(dkt + e * 64 + c * W);
+                dv[e] = vload(dvt + e * 64 + c * W);
+            }
+            for (index_t i = i0; i < i1; ++i) {
+                const float* qi = qs + i * 8;
+                const float* gi = gs + i * 8;
+                vf s = vmul(vset(qi[0]), k[0]);
+                for (int e = 1; e < 8; ++e) s = vfma(vset(qi[e]), k[e], s);
+                const vf p = vexp(vsub(s, vset(lse[i])));
+                vf dp = vmul(vset(gi[0]), vload(kv.vt + j));
+                for (int e = 1; e < 8; ++e) dp = vfma(vset(gi[e]), vload(kv.vt + e * kv.tkpad + j), dp);
+                const vf ds = vmul(p, vsub(dp, vset(dc[i])));
+                for (int e = 0; e < 8; ++e) {
+                    dv[e] = vfma(p, vset(gi[e]), dv[e]);
+                    dk[e] = vfma(ds, vset(qi[e]), dk[e]);
+                }
+            }
+            for (int e = 0; e < 8; ++e) {
+                vstore(dkt + e * 64 + c * W, dk[e]);
+                vstore(dvt + e * 64 + c * W, dv[e]);
+            }
+        }
+    }
+}
+
 } // namespace celltx::cpu_detail::CELLTX_SIMD_NS
