@@ -110,6 +110,10 @@ public:
     void give_back(void* p) {
         std::lock_guard<std::mutex> lock(mu_);
         auto it = std::find_if(sizes_.begin(), sizes_.end(), [&](const Block& b) { return b.ptr == p; });
+        if (it == sizes_.end()) {  // not one of ours: cannot happen through storage_traits, but never guess
+            std::free(p);
+            return;
+        }
         const std::size_t size = it->size;
         sizes_.erase(it);
         live_ -= size;
