@@ -1,5 +1,6 @@
 // Core types: shapes, tensors, views, the counter RNG, Linear (the reference layer) and the
 // gradient checker itself (it must catch broken backwards).
+#include <algorithm>
 #include <boost/test/unit_test.hpp>
 #include <limits>
 #include <cmath>
@@ -62,6 +63,38 @@ BOOST_AUTO_TEST_CASE(shape_and_tensor_basics) {
     Tensor<float> e = Tensor<float>::zeros(Shape{0, 5});
     BOOST_TEST(e.empty());
     BOOST_TEST(e.data() == nullptr);
+}
+
+// Large host blocks are reused (HostBlockCache): the next Tensor of the size gets the freed block,
+// memory_stats still counts only live Tensors, and release_cached_host_memory empties the cache.
+BOOST_AUTO_TEST_CASE(large_host_blocks_are_reused_and_released) {
+    auto& cache = HostBlockCache::instance();
+    if (!cache.enabled()) {
+        BOOST_TEST_MESSAGE("host block cache off (sanitizer build or CELLTX_HOST_CACHE=0)");
+        return;
+    }
+    release_cached_host_memory();
+    const index_t n = (index_t{5} << 20) / 4 + 3;  // 5 MiB of float and a bit
+    auto& stats = memory_stats<cpu>();
+    const std::size_t live0 = stats.live.load();
+    const float* first = nullptr;
+    {
+        auto a = Tensor<float>::uninitialized(Shape{n});
+        first = a.data();
+        BOOST_TEST(stats.live.load() == live0 + static_cast<std::size_t>(n) * sizeof(float));
+    }
+    BOOST_TEST(stats.live.load() == live0);
+    BOOST_TEST(cache.cached_bytes() >= static_cast<std::size_t>(n) * sizeof(float));
+    {
+        Tensor<float> b(Shape{n});  // zero-filled although the block is reused
+        BOOST_TEST(b.data() == first);
+        BOOST_TEST(cache.cached_bytes() == 0u);
+        BOOST_TEST(std::all_of(b.data(), b.data() + n, [](float v) { return v == 0.0f; }));
+        auto c = Tensor<float>::uninitialized(Shape{2 * n});  // too large for any cached block: a fresh one
+        BOOST_TEST(c.data() != first);
+    }
+    release_cached_host_memory();
+    BOOST_TEST(cache.cached_bytes() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(philox_matches_the_published_known_answers) {

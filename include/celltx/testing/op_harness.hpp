@@ -1138,7 +1138,9 @@ inline std::vector<AttentionCase> attention_cases() {
             {1, 9, 0, 2, 2, 32, 0.0, false},   // no keys
             {2, 70, 140, 2, 1, 64, 0.0, false}, // more than one query and key block
             {1, 5, 300, 1, 1, 128, 0.0, false}, // head width 128
-            {1, 13, 13, 3, 3, 24, 0.2, true}};  // odd heads, dropout and a graph term
+            {1, 13, 13, 3, 3, 24, 0.2, true},   // odd heads, dropout and a graph term
+            {2, 70, 300, 4, 2, 8, 0.0, true},   // width 8, grouped KV: the CPU's vector kernels over several query and key blocks
+            {1, 3, 17, 2, 2, 8, 0.0, false}};   // width 8, keys not a whole vector
 }
 inline std::string attention_label(const AttentionCase& c) {
     return fmt::format("B={} tq={} tk={} heads={}/{} dh={}{}{}", c.batch, c.tq, c.tk, c.hq, c.hkv, c.dh,

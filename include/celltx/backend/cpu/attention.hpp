@@ -19,8 +19,10 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <vector>
 #include "celltx/backend/attention_checks.hpp"
+#include "celltx/backend/cpu/attention_small_head.hpp"
 #include "celltx/backend/cpu/eigen.hpp"
 #include "celltx/backend/math/dropout.hpp"
 #include "celltx/backend/math/softmax.hpp"
@@ -116,6 +118,32 @@ auto block(HeadsRef<T> x, index_t tokens, index_t b, index_t t0, index_t h, inde
     return cpu_detail::mat(x.data + (b * tokens + t0) * x.ld + h * dh, rows, dh, x.ld);
 }
 
+/// The graph hook's −W_ij part for batch item b and kv head g: a sparse pass over the edges of the
+/// group's query heads (dQ rows of those heads, dK rows of head g).
+template <class T>
+void graph_hook_edges(const AttentionDims& d, HeadsRef<const T> q, HeadsRef<const T> k, HeadsRef<T> dq, HeadsRef<T> dk, const GraphHook<T>& hook,
+                      index_t b, index_t g) {
+    const index_t dh = d.dh, group = d.group();
+    const T scale = static_cast<T>(d.softmax_scale());
+    for (const auto& t : hook.terms) {
+        if (t.head / group != g) continue;
+        for (index_t i = 0; i < d.tq; ++i) {
+            T* dqi = dq.data + (b * d.tq + i) * dq.ld + t.head * dh;
+            const T* qi = q.data + (b * d.tq + i) * q.ld + t.head * dh;
+            for (index_t e = t.row_ptr[i]; e < t.row_ptr[i + 1]; ++e) {
+                const index_t j = t.col[e];
+                const T w = scale * t.value[e];
+                T* dkj = dk.data + (b * d.tk + j) * dk.ld + g * dh;
+                const T* kj = k.data + (b * d.tk + j) * k.ld + g * dh;
+                for (index_t c = 0; c < dh; ++c) {
+                    dqi[c] -= w * kj[c];
+                    dkj[c] -= w * qi[c];
+                }
+            }
+        }
+    }
+}
+
 } // namespace celltx::cpu_detail::attention_detail
 
 namespace celltx::cpu_kernels {
@@ -146,6 +174,12 @@ static void attention_forward(const AttentionDims& d, HeadsRef<const T> q, Heads
     check_operand("V", v, d.hkv, d, d.tk);
     check_operand("O", o, d.hq, d, d.tq);
     require(lse != nullptr || d.batch * d.tq == 0, "attention_forward: LSE is null");
+    if constexpr (std::is_same_v<T, float>) {
+        if (cpu_detail::small_head::applies(d, drop)) {
+            cpu_detail::small_head::forward(d, q, k, v, o, lse);
+            return;
+        }
+    }
     const index_t nqb = (d.tq + fwd_block_q - 1) / fwd_block_q, dh = d.dh, group = d.group();
     const T scale = static_cast<T>(d.softmax_scale());
     const T keep_scale = static_cast<T>(1.0 / (1.0 - drop.p));
@@ -223,12 +257,22 @@ static void attention_backward(const AttentionDims& d, HeadsRef<const T> q, Head
     require(lse != nullptr || d.batch * d.tq == 0, "attention_backward: LSE is null");
     if (hook)
         for (const auto& t : hook->terms) check_term(t, d);
+    const T* coef = hook ? hook->coef : nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+        if (cpu_detail::small_head::applies(d, drop)) {
+            cpu_detail::small_head::backward(d, q, k, v, o, lse, dout, dq, dk, dv, coef);
+            if (hook)
+                cpu_detail::parallel_for(d.batch * d.hkv, [&](index_t task) {
+                    graph_hook_edges(d, q, k, dq, dk, *hook, task / d.hkv, task % d.hkv);
+                }, min_parallel_tasks(d, d.batch * d.hkv));
+            return;
+        }
+    }
     const index_t dh = d.dh, group = d.group();
     const T scale = static_cast<T>(d.softmax_scale());
     const T keep_scale = static_cast<T>(1.0 / (1.0 - drop.p));
     const CounterRng rng = drop.rng();
     const std::uint32_t threshold = keep_threshold(drop.p);
-    const T* coef = hook ? hook->coef : nullptr;
 
     cpu_detail::parallel_for(d.batch * d.hkv, [&](index_t task) {
         const index_t b = task / d.hkv, g = task % d.hkv;
@@ -302,25 +346,7 @@ static void attention_backward(const AttentionDims& d, HeadsRef<const T> q, Head
             block(dk, d.tk, b, j0, g, n, dh) = dk_acc;
             block(dv, d.tk, b, j0, g, n, dh) = dv_acc;
         }
-        if (!hook) return;
-        // The −W_ij part: a sparse pass over the edges of this task's heads.
-        for (const auto& t : hook->terms) {
-            if (t.head / group != g) continue;
-            for (index_t i = 0; i < d.tq; ++i) {
-                T* dqi = dq.data + (b * d.tq + i) * dq.ld + t.head * dh;
-                const T* qi = q.data + (b * d.tq + i) * q.ld + t.head * dh;
-                for (index_t e = t.row_ptr[i]; e < t.row_ptr[i + 1]; ++e) {
-                    const index_t j = t.col[e];
-                    const T w = scale * t.value[e];
-                    T* dkj = dk.data + (b * d.tk + j) * dk.ld + g * dh;
-                    const T* kj = k.data + (b * d.tk + j) * k.ld + g * dh;
-                    for (index_t c = 0; c < dh; ++c) {
-                        dqi[c] -= w * kj[c];
-                        dkj[c] -= w * qi[c];
-                    }
-                }
-            }
-        }
+        if (hook) graph_hook_edges(d, q, k, dq, dk, *hook, b, g);
     }, min_parallel_tasks(d, d.batch * d.hkv));
 }
 

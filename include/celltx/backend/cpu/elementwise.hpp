@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <type_traits>
+#include <vector>
 #include "celltx/backend/cpu/eigen.hpp"
 #include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/backend/cpu/simd.hpp"
 #include "celltx/backend/math/activation.hpp"
 #include "celltx/backend/math/dropout.hpp"
 #include "celltx/backend/types.hpp"
@@ -119,8 +122,22 @@ struct elementwise {
             if (!accumulate) o.setZero();
             return;
         }
-        if (accumulate) o += cpu_detail::mat(X, rows, n, n).colwise().sum();
-        else o = cpu_detail::mat(X, rows, n, n).colwise().sum();
+        // Fixed chunks of rows summed row by row (contiguous, vectorised), the partial sums added in
+        // chunk order: the result does not depend on the thread count.
+        const index_t per = std::max<index_t>(64, (rows + 255) / 256), chunks = (rows + per - 1) / per;
+        std::vector<T> partial(static_cast<std::size_t>(chunks * n), T(0));
+        cpu_detail::parallel_for(chunks, [&](index_t c) {
+            T* acc = partial.data() + c * n;
+            for (index_t r = c * per, end = std::min(rows, (c + 1) * per); r < end; ++r) {
+                const T* xr = X + r * n;
+                for (index_t j = 0; j < n; ++j) acc[j] += xr[j];
+            }
+        }, static_cast<double>(rows) * static_cast<double>(n) < 262144.0 ? chunks + 1 : 2);
+        for (index_t j = 0; j < n; ++j) {
+            T s = accumulate ? out[j] : T(0);
+            for (index_t c = 0; c < chunks; ++c) s += partial[static_cast<std::size_t>(c * n + j)];
+            out[j] = s;
+        }
     }
 
     template <Scalar T>
@@ -140,6 +157,12 @@ struct elementwise {
 
     template <Scalar T>
     static void activation_forward(ActivationKind kind, const T* x, T* y, index_t n) {
+        if constexpr (std::is_same_v<T, float>) {
+            if (kind == ActivationKind::gelu && cpu_detail::simd_level() != cpu_detail::SimdLevel::none) {
+                cpu_detail::for_blocks(n, [&](index_t b, index_t e) { cpu_detail::simd_gelu_forward(x + b, y + b, e - b); });
+                return;
+            }
+        }
         cpu_detail::with_activation<T>(kind, [&](auto math) {
             cpu_detail::for_blocks(n, [&](index_t b, index_t e) {
                 for (index_t i = b; i < e; ++i) y[i] = math.value(x[i]);
@@ -149,6 +172,12 @@ struct elementwise {
 
     template <Scalar T>
     static void activation_backward(ActivationKind kind, const T* x, const T* dy, T* dx, index_t n) {
+        if constexpr (std::is_same_v<T, float>) {
+            if (kind == ActivationKind::gelu && cpu_detail::simd_level() != cpu_detail::SimdLevel::none) {
+                cpu_detail::for_blocks(n, [&](index_t b, index_t e) { cpu_detail::simd_gelu_backward(x + b, dy + b, dx + b, e - b); });
+                return;
+            }
+        }
         cpu_detail::with_activation<T>(kind, [&](auto math) {
             cpu_detail::for_blocks(n, [&](index_t b, index_t e) {
                 for (index_t i = b; i < e; ++i) dx[i] += dy[i] * math.derivative(x[i]);

@@ -1,0 +1,165 @@
+#pragma once
+// The attention at head width 8 in float on AVX2 / AVX-512 CPUs (the CGT's 8 heads of a 64-wide
+// model): a GEMM-shaped block product of width 8 wastes most of the machine, so these kernels keep
+// the scores of a vector of keys in a register, 8 FMAs per score vector, and exponentiate with
+// vexp (simd.hpp). Keys and values are packed once per call, transposed, per (batch item, kv head).
+//  - forward: tasks are (batch item, head, 64 query rows); a row sweeps the keys in blocks of 256
+//    with an online softmax (one running maximum per row);
+//  - backward, from the forward's LSE: tasks (batch item, kv head, 64 keys) own dK, dV and loop over
+//    every query of the group's heads; tasks (batch item, head, 64 query rows) own dQ. Each task's
+//    sums run in a fixed order, so results do not depend on the thread count. The graph hook's
+//    dense part enters through D_i − c_i; its sparse part is the generic kernel's edge pass.
+// Anything else (double, other widths, dropout, other CPUs, empty operands) takes the generic path.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include "celltx/backend/attention_checks.hpp"
+#include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/backend/cpu/simd.hpp"
+#include "celltx/backend/types.hpp"
+#include "celltx/core/tensor.hpp"
+
+namespace celltx::cpu_detail::small_head {
+
+using ops::AttentionDims;
+using ops::AttentionDropout;
+using ops::HeadsRef;
+
+inline constexpr index_t rows_per_task = 64;  // query rows per task (the kernels' max_rows)
+inline constexpr index_t keys_per_task = 64;  // keys per dK/dV task
+
+/// Whether the head-width-8 kernels take this call.
+inline bool applies(const AttentionDims& d, const AttentionDropout& drop) {
+    return CELLTX_SIMD && simd_level() != SimdLevel::none && d.dh == 8 && d.tq > 0 && d.tk > 0 && !drop.active();
+}
+
+inline index_t padded_keys(index_t tk) { return (tk + 15) / 16 * 16; }
+
+/// K and V of every (batch item, kv head), transposed and padded: 17·tkpad floats each.
+inline Tensor<float> pack_keys(const AttentionDims& d, HeadsRef<const float> k, HeadsRef<const float> v) {
+    const index_t tkpad = padded_keys(d.tk), per = 17 * tkpad;
+    Tensor<float> pack = Tensor<float>::uninitialized(Shape{d.batch * d.hkv * per});
+    parallel_for(d.batch * d.hkv, [&](index_t task) {
+        const index_t b = task / d.hkv, g = task % d.hkv;
+        float* kt = pack.data() + task * per;
+        float* vt = kt + 8 * tkpad;
+        float* kbias = vt + 8 * tkpad;
+        for (index_t j = 0; j < tkpad; ++j) {
+            const bool key = j < d.tk;
+            const float* kj = k.data + (b * d.tk + j) * k.ld + g * 8;
+            const float* vj = v.data + (b * d.tk + j) * v.ld + g * 8;
+            for (index_t e = 0; e < 8; ++e) {
+                kt[e * tkpad + j] = key ? kj[e] : 0.0f;
+                vt[e * tkpad + j] = key ? vj[e] : 0.0f;
+            }
+            kbias[j] = key ? 0.0f : -std::numeric_limits<float>::infinity();
+        }
+    }, d.batch * d.hkv * d.tk < 4096 ? d.batch * d.hkv + 1 : 2);
+    return pack;
+}
+
+inline AttentionPack8 pack_of(const Tensor<float>& pack, const AttentionDims& d, index_t b, index_t g) {
+    const index_t tkpad = padded_keys(d.tk);
+    const float* base = pack.data() + (b * d.hkv + g) * 17 * tkpad;
+    return {base, base + 8 * tkpad, base + 16 * tkpad, d.tk, tkpad};
+}
+
+inline void forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo, float* lse) {
+#if CELLTX_SIMD
+    if (simd_level() == SimdLevel::avx512) simd_avx512::attn8_forward_rows(kv, q, ldq, rows, scale, o, ldo, lse);
+    else simd_avx2::attn8_forward_rows(kv, q, ldq, rows, scale, o, ldo, lse);
+#endif
+}
+
+inline void backward_dq_rows(const AttentionPack8& kv, const float* q, index_t ldq, const float* g, index_t ldg, const float* lse, const float* dc,
+                             index_t rows, float scale, float* dq, index_t lddq) {
+#if CELLTX_SIMD
+    if (simd_level() == SimdLevel::avx512) simd_avx512::attn8_backward_dq_rows(kv, q, ldq, g, ldg, lse, dc, rows, scale, dq, lddq);
+    else simd_avx2::attn8_backward_dq_rows(kv, q, ldq, g, ldg, lse, dc, rows, scale, dq, lddq);
+#endif
+}
+
+inline void backward_dkv(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* qs, const float* gs, const float* lse, const float* dc,
+                         index_t tq, float* dkt, float* dvt) {
+#if CELLTX_SIMD
+    if (simd_level() == SimdLevel::avx512) simd_avx512::attn8_backward_dkv(kv, j0, nkeys, qs, gs, lse, dc, tq, dkt, dvt);
+    else simd_avx2::attn8_backward_dkv(kv, j0, nkeys, qs, gs, lse, dc, tq, dkt, dvt);
+#endif
+}
+
+/// O and LSE (applies() must hold).
+inline void forward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<const float> k, HeadsRef<const float> v, HeadsRef<float> o,
+                    float* lse) {
+    const Tensor<float> pack = pack_keys(d, k, v);
+    const float scale = static_cast<float>(d.softmax_scale());
+    const index_t nqb = (d.tq + rows_per_task - 1) / rows_per_task, group = d.group();
+    parallel_for(d.batch * d.hq * nqb, [&](index_t task) {
+        const index_t b = task / (d.hq * nqb), h = (task / nqb) % d.hq, i0 = (task % nqb) * rows_per_task;
+        const index_t rows = std::min(rows_per_task, d.tq - i0);
+        forward_rows(pack_of(pack, d, b, h / group), q.data + (b * d.tq + i0) * q.ld + h * 8, q.ld, rows, scale,
+                     o.data + (b * d.tq + i0) * o.ld + h * 8, o.ld, lse + (b * d.hq + h) * d.tq + i0);
+    });
+}
+
+/// dQ, dK, dV (assigned; applies() must hold); coef: the graph hook's c_i [batch, hq, tq] or null.
+/// The hook's sparse part is left to the caller.
+inline void backward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<const float> k, HeadsRef<const float> v,
+                     HeadsRef<const float> o, const float* lse, HeadsRef<const float> dout, HeadsRef<float> dq, HeadsRef<float> dk,
+                     HeadsRef<float> dv, const float* coef) {
+    const Tensor<float> pack = pack_keys(d, k, v);
+    const float scale = static_cast<float>(d.softmax_scale());
+    const index_t group = d.group();
+    // Per (batch item, head): the scaled queries and dO packed [tq][8], and D_i − c_i [tq].
+    const index_t per_head = 17 * d.tq;
+    Tensor<float> qpack = Tensor<float>::uninitialized(Shape{d.batch * d.hq * per_head});
+    parallel_for(d.batch * d.hq, [&](index_t task) {
+        const index_t b = task / d.hq, h = task % d.hq;
+        float* qs = qpack.data() + task * per_head;
+        float* gs = qs + 8 * d.tq;
+        float* dc = gs + 8 * d.tq;
+        for (index_t i = 0; i < d.tq; ++i) {
+            const float* qi = q.data + (b * d.tq + i) * q.ld + h * 8;
+            const float* gi = dout.data + (b * d.tq + i) * dout.ld + h * 8;
+            const float* oi = o.data + (b * d.tq + i) * o.ld + h * 8;
+            float s = 0.0f;
+            for (index_t e = 0; e < 8; ++e) {
+                qs[i * 8 + e] = scale * qi[e];
+                gs[i * 8 + e] = gi[e];
+                s += oi[e] * gi[e];
+            }
+            dc[i] = coef ? s - coef[task * d.tq + i] : s;
+        }
+    }, d.batch * d.hq * d.tq < 4096 ? d.batch * d.hq + 1 : 2);
+
+    // One parallel region: the dK/dV tasks first, then the dQ tasks (they write different arrays).
+    const index_t nkb = (d.tk + keys_per_task - 1) / keys_per_task, nkv = d.batch * d.hkv * nkb;
+    const index_t nqb = (d.tq + rows_per_task - 1) / rows_per_task, nq = d.batch * d.hq * nqb;
+    parallel_for(nkv + nq, [&](index_t task) {
+        if (task < nkv) {
+            const index_t b = task / (d.hkv * nkb), g = (task / nkb) % d.hkv, j0 = (task % nkb) * keys_per_task;
+            const index_t n = std::min(keys_per_task, d.tk - j0);
+            const AttentionPack8 kv = pack_of(pack, d, b, g);
+            alignas(64) float dkt[8 * 64] = {}, dvt[8 * 64] = {};
+            for (index_t hh = 0; hh < group; ++hh) {
+                const index_t h = g * group + hh;
+                const float* qs = qpack.data() + (b * d.hq + h) * per_head;
+                backward_dkv(kv, j0, n, qs, qs + 8 * d.tq, lse + (b * d.hq + h) * d.tq, qs + 16 * d.tq, d.tq, dkt, dvt);
+            }
+            for (index_t c = 0; c < n; ++c) {
+                float* dkj = dk.data + (b * d.tk + j0 + c) * dk.ld + g * 8;
+                float* dvj = dv.data + (b * d.tk + j0 + c) * dv.ld + g * 8;
+                for (index_t e = 0; e < 8; ++e) dkj[e] = dkt[e * 64 + c], dvj[e] = dvt[e * 64 + c];
+            }
+            return;
+        }
+        task -= nkv;
+        const index_t b = task / (d.hq * nqb), h = (task / nqb) % d.hq, i0 = (task % nqb) * rows_per_task;
+        const index_t rows = std::min(rows_per_task, d.tq - i0);
+        const float* qs = qpack.data() + (b * d.hq + h) * per_head;
+        backward_dq_rows(pack_of(pack, d, b, h / group), q.data + (b * d.tq + i0) * q.ld + h * 8, q.ld,
+                         dout.data + (b * d.tq + i0) * dout.ld + h * 8, dout.ld, lse + (b * d.hq + h) * d.tq + i0, qs + 16 * d.tq + i0, rows,
+                         scale, dq.data + (b * d.tq + i0) * dq.ld + h * 8, dq.ld);
+    });
+}
+
+} // namespace celltx::cpu_detail::small_head

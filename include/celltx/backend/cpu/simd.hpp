@@ -1,0 +1,154 @@
+#pragma once
+// Vector kernels for x86-64 CPUs with AVX2+FMA or AVX-512, chosen at run time whatever the build
+// flags (the default build targets baseline x86-64, where these run nowhere else):
+//  - vexp: exp of float lanes, a degree-6 polynomial after range reduction (about 1 ulp; inputs
+//    below ln(FLT_MIN) give 0, NaN propagates, inputs above 88.376 saturate at 2.4e38);
+//  - GELU with the exact erf, value and derivative (Φ from a polynomial near 0 and
+//    erfc(z) = e^{-z²}·R(1/(1+z)) beyond, so the negative tail keeps its relative accuracy);
+//  - the attention at head width 8 (attention_small_head.hpp drives them).
+// The bodies live in simd_isa.inl, compiled twice below: once for AVX2+FMA, once for AVX-512F.
+// simd_level() says which one runs (CELLTX_CPU_SIMD=none|avx2|avx512 lowers it, for tests and
+// comparisons). Callers keep a plain C++ path for other CPUs and for double.
+#include <cstdlib>
+#include <cstring>
+#include "celltx/core/shape.hpp"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(CELLTX_NO_SIMD)
+#define CELLTX_SIMD 1
+#include <immintrin.h>
+#include <cmath>
+#include <limits>
+#else
+#define CELLTX_SIMD 0
+#endif
+
+namespace celltx::cpu_detail {
+
+enum class SimdLevel { none = 0, avx2 = 1, avx512 = 2 };
+
+/// Keys and values of one (batch item, kv head) for the head-width-8 attention kernels: transposed
+/// (kt[e·tkpad + j], vt likewise), zero-padded to tkpad keys (a multiple of 16), kbias[j] = 0 for a
+/// key and −inf for padding.
+struct AttentionPack8 {
+    const float* kt = nullptr;
+    const float* vt = nullptr;
+    const float* kbias = nullptr;
+    index_t tk = 0, tkpad = 0;
+};
+
+/// The best level this CPU runs, lowered by CELLTX_CPU_SIMD when set.
+inline SimdLevel detect_simd_level() {
+#if CELLTX_SIMD
+    __builtin_cpu_init();
+    SimdLevel best = SimdLevel::none;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = SimdLevel::avx2;
+    if (best == SimdLevel::avx2 && __builtin_cpu_supports("avx512f")) best = SimdLevel::avx512;
+    if (const char* env = std::getenv("CELLTX_CPU_SIMD")) {
+        SimdLevel want = best;
+        if (std::strcmp(env, "none") == 0) want = SimdLevel::none;
+        else if (std::strcmp(env, "avx2") == 0) want = SimdLevel::avx2;
+        if (static_cast<int>(want) < static_cast<int>(best)) best = want;
+    }
+    return best;
+#else
+    return SimdLevel::none;
+#endif
+}
+
+/// The level the kernels use now (tests set it with set_simd_level to run every path).
+inline SimdLevel& simd_level_ref() {
+    static SimdLevel level = detect_simd_level();
+    return level;
+}
+inline SimdLevel simd_level() { return simd_level_ref(); }
+
+/// Sets the level (capped at what the CPU runs); returns the previous one. Not thread-safe: tests only.
+inline SimdLevel set_simd_level(SimdLevel want) {
+    const SimdLevel old = simd_level_ref();
+    const SimdLevel cap = detect_simd_level();
+    simd_level_ref() = static_cast<int>(want) < static_cast<int>(cap) ? want : cap;
+    return old;
+}
+
+} // namespace celltx::cpu_detail
+
+#if CELLTX_SIMD
+// AVX2 + FMA: 8 lanes.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define CELLTX_SIMD_NS simd_avx2
+#define CELLTX_SIMD_W 8
+#include "celltx/backend/cpu/simd_isa.inl"
+#undef CELLTX_SIMD_NS
+#undef CELLTX_SIMD_W
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+// AVX-512F: 16 lanes.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+#endif
+#define CELLTX_SIMD_NS simd_avx512
+#define CELLTX_SIMD_W 16
+#include "celltx/backend/cpu/simd_isa.inl"
+#undef CELLTX_SIMD_NS
+#undef CELLTX_SIMD_W
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+namespace celltx::cpu_detail {
+
+/// y[i] = GELU(x[i]) (exact erf) for n floats; false when no vector level runs (the caller loops).
+inline bool simd_gelu_forward(const float* x, float* y, index_t n) {
+#if CELLTX_SIMD
+    switch (simd_level()) {
+        case SimdLevel::avx512: simd_avx512::gelu_forward(x, y, n); return true;
+        case SimdLevel::avx2: simd_avx2::gelu_forward(x, y, n); return true;
+        default: break;
+    }
+#endif
+    (void)x, (void)y, (void)n;
+    return false;
+}
+
+/// dx[i] += dy[i]·GELU'(x[i]) for n floats; false when no vector level runs.
+inline bool simd_gelu_backward(const float* x, const float* dy, float* dx, index_t n) {
+#if CELLTX_SIMD
+    switch (simd_level()) {
+        case SimdLevel::avx512: simd_avx512::gelu_backward(x, dy, dx, n); return true;
+        case SimdLevel::avx2: simd_avx2::gelu_backward(x, dy, dx, n); return true;
+        default: break;
+    }
+#endif
+    (void)x, (void)dy, (void)dx, (void)n;
+    return false;
+}
+
+/// y[i] = exp(x[i]) through vexp (tests measure its error); false when no vector level runs.
+inline bool simd_exp(const float* x, float* y, index_t n) {
+#if CELLTX_SIMD
+    switch (simd_level()) {
+        case SimdLevel::avx512: simd_avx512::exp_array(x, y, n); return true;
+        case SimdLevel::avx2: simd_avx2::exp_array(x, y, n); return true;
+        default: break;
+    }
+#endif
+    (void)x, (void)y, (void)n;
+    return false;
+}
+
+} // namespace celltx::cpu_detail

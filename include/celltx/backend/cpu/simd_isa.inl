@@ -1,0 +1,328 @@
+// One instruction set's vector kernels; included by simd.hpp once per set, inside a target region,
+// with CELLTX_SIMD_NS (the namespace) and CELLTX_SIMD_W (floats per vector: 8 or 16) defined.
+// No include guard on purpose.
+
+namespace celltx::cpu_detail::CELLTX_SIMD_NS {
+
+inline constexpr int W = CELLTX_SIMD_W;
+
+#if CELLTX_SIMD_W == 16
+using vf = __m512;
+using vi = __m512i;
+inline vf vset(float a) { return _mm512_set1_ps(a); }
+inline vf vzero() { return _mm512_setzero_ps(); }
+inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, vf a) { _mm512_storeu_ps(p, a); }
+inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
+inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }   // a·b + c
+inline vf vfnma(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); } // c − a·b
+inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
+/// min(a, b) that returns b where b is NaN.
+inline vf vmin_keep_nan(vf a, vf b) { return _mm512_min_ps(a, b); }
+inline vf vabs(vf a) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff))); }
+/// a where a >= lo or a is NaN, else 0.
+inline vf vzero_below(vf y, vf x, vf lo) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ), y); }
+/// neg where x < 0, else pos.
+inline vf vselect_negative(vf x, vf neg, vf pos) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), pos, neg); }
+inline vi vround_int(vf a) { return _mm512_cvtps_epi32(a); }
+inline vf vto_float(vi a) { return _mm512_cvtepi32_ps(a); }
+inline vf vpow2(vi n) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23)); }
+inline float vhsum(vf a) { return _mm512_reduce_add_ps(a); }
+inline float vhmax(vf a) { return _mm512_reduce_max_ps(a); }
+#else
+using vf = __m256;
+using vi = __m256i;
+inline vf vset(float a) { return _mm256_set1_ps(a); }
+inline vf vzero() { return _mm256_setzero_ps(); }
+inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, vf a) { _mm256_storeu_ps(p, a); }
+inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
+inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+inline vf vfnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
+inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
+inline vf vmin_keep_nan(vf a, vf b) { return _mm256_min_ps(a, b); }
+inline vf vabs(vf a) { return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+inline vf vzero_below(vf y, vf x, vf lo) { return _mm256_and_ps(y, _mm256_cmp_ps(x, lo, _CMP_NLT_UQ)); }
+inline vf vselect_negative(vf x, vf neg, vf pos) { return _mm256_blendv_ps(pos, neg, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ)); }
+inline vi vround_int(vf a) { return _mm256_cvtps_epi32(a); }
+inline vf vto_float(vi a) { return _mm256_cvtepi32_ps(a); }
+inline vf vpow2(vi n) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23)); }
+inline float vhsum(vf a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+inline float vhmax(vf a) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
+/// exp(x) lane-wise: x = n·ln2 + r, |r| <= ln2/2, e^r by a degree-6 minimax polynomial (relative
+/// error 2e-9 before rounding), times 2^n built in the exponent bits.
+inline vf vexp(vf x) {
+    const vf lo = vset(-87.33654f);  // ln(FLT_MIN): below it the result would be subnormal; 0 instead
+    x = vmin_keep_nan(vset(88.3762626f), x);
+    const vi ni = vround_int(vmul(x, vset(1.44269504088896341f)));
+    const vf n = vto_float(ni);
+    vf r = vfnma(n, vset(0.693359375f), x);  // ln2 split in two: n·ln2_hi is exact
+    r = vfnma(n, vset(-2.12194440e-4f), r);
+    vf p = vset(0.00139421598337f);
+    p = vfma(p, r, vset(0.00837596822631f));
+    p = vfma(p, r, vset(0.0416663401422f));
+    p = vfma(p, r, vset(0.166664053026f));
+    p = vfma(p, r, vset(0.500000005002f));
+    p = vfma(p, r, vset(1.00000004004f));
+    p = vfma(p, r, vset(1.0f));
+    return vzero_below(vmul(p, vpow2(ni)), x, lo);
+}
+
+/// Φ(x), the standard normal CDF, lane-wise (GELU(x) = x·Φ(x)).
+inline vf vnormal_cdf(vf x) {
+    const vf z = vmul(x, vset(0.70710678118654752f));
+    const vf a = vabs(z);
+    // |z| <= 0.875: erf(z) = z·P(z²).
+    const vf s = vmul(z, z);
+    vf ps = vset(8.69036890739e-5f);
+    ps = vfma(ps, s, vset(-0.000821457088745f));
+    ps = vfma(ps, s, vset(0.0052070489106f));
+    ps = vfma(ps, s, vset(-0.0268617058312f));
+    ps = vfma(ps, s, vset(0.112837352102f));
+    ps = vfma(ps, s, vset(-0.376126362137f));
+    ps = vfma(ps, s, vset(1.12837916689f));
+    const vf small = vfma(vmul(z, ps), vset(0.5f), vset(0.5f));
+    // |z| > 0.875: erfc(|z|) = e^{-z²}·R(t), t = 1/(1 + |z|), |x| clamped at 10·√2 (erfc(10) = 2e-45).
+    // z² = x²/2 from x, not from the rounded z: its rounding would cost z²·ε of relative accuracy.
+    const vf xc = vmin_keep_nan(vset(14.1421356f), vabs(x));
+    const vf t = vdiv(vset(1.0f), vfma(xc, vset(0.70710678118654752f), vset(1.0f)));
+    vf q = vset(-2.69647731953f);
+    q = vfma(q, t, vset(9.1027043631f));
+    q = vfma(q, t, vset(-12.6012906152f));
+    q = vfma(q, t, vset(8.43104221577f));
+    q = vfma(q, t, vset(-1.94598054737f));
+    q = vfma(q, t, vset(-0.422301265047f));
+    q = vfma(q, t, vset(-0.304590209591f));
+    q = vfma(q, t, vset(0.282031446364f));
+    q = vfma(q, t, vset(0.564368854265f));
+    q = vfma(q, t, vset(0.564175269011f));
+    q = vfma(q, t, vset(3.79134689938e-7f));
+    const vf x2 = vmul(xc, xc);
+    const vf hi = vmul(x2, vset(0.5f));
+    const vf lo = vmul(vfma(xc, xc, vsub(vzero(), x2)), vset(0.5f));  // x²/2 − hi exactly: e^{-x²/2} = e^{-hi}·(1 − lo)
+    const vf half_erfc = vmul(vmul(vexp(vsub(vzero(), hi)), vfnma(lo, vset(0.5f), vset(0.5f))), q);
+    const vf tail = vselect_negative(x, half_erfc, vsub(vset(1.0f), half_erfc));
+#if CELLTX_SIMD_W == 16
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, vset(0.875f), _CMP_LE_OQ), tail, small);
+#else
+    return _mm256_blendv_ps(tail, small, _mm256_cmp_ps(a, vset(0.875f), _CMP_LE_OQ));
+#endif
+}
+
+/// Calls f(vector in, index) over [0, n) by whole vectors, the last one padded through a buffer so
+/// that every element goes through the same arithmetic wherever it lies.
+inline void gelu_forward(const float* x, float* y, index_t n) {
+    index_t i = 0;
+    for (; i + W <= n; i += W) {
+        const vf v = vload(x + i);
+        vstore(y + i, vmul(v, vnormal_cdf(v)));
+    }
+    if (i < n) {
+        alignas(64) float buf[W] = {};
+        for (index_t k = i; k < n; ++k) buf[k - i] = x[k];
+        const vf v = vload(buf);
+        vstore(buf, vmul(v, vnormal_cdf(v)));
+        for (index_t k = i; k < n; ++k) y[k] = buf[k - i];
+    }
+}
+
+/// GELU'(x) = Φ(x) + x·φ(x).
+inline vf vgelu_derivative(vf v) {
+    const vf pdf = vmul(vexp(vmul(vmul(v, v), vset(-0.5f))), vset(0.39894228040143268f));
+    return vfma(v, pdf, vnormal_cdf(v));
+}
+
+inline void gelu_backward(const float* x, const float* dy, float* dx, index_t n) {
+    index_t i = 0;
+    for (; i + W <= n; i += W) vstore(dx + i, vfma(vload(dy + i), vgelu_derivative(vload(x + i)), vload(dx + i)));
+    if (i < n) {
+        alignas(64) float bx[W] = {}, bdy[W] = {}, bdx[W] = {};
+        for (index_t k = i; k < n; ++k) bx[k - i] = x[k], bdy[k - i] = dy[k], bdx[k - i] = dx[k];
+        vstore(bdx, vfma(vload(bdy), vgelu_derivative(vload(bx)), vload(bdx)));
+        for (index_t k = i; k < n; ++k) dx[k] = bdx[k - i];
+    }
+}
+
+inline void exp_array(const float* x, float* y, index_t n) {
+    index_t i = 0;
+    for (; i + W <= n; i += W) vstore(y + i, vexp(vload(x + i)));
+    if (i < n) {
+        alignas(64) float buf[W] = {};
+        for (index_t k = i; k < n; ++k) buf[k - i] = x[k];
+        vstore(buf, vexp(vload(buf)));
+        for (index_t k = i; k < n; ++k) y[k] = buf[k - i];
+    }
+}
+
+
+// =================================================================================================
+// Attention at head width 8 (float). Keys and values of one (batch item, kv head) come packed and
+// transposed (AttentionPack8): kt[e·tkpad + j], vt[e·tkpad + j], keys padded with zeros to tkpad (a
+// multiple of 16) and kbias[j] = 0 for a key, −inf for padding. A vector holds the scores of W keys
+// for one query row: s = Σ_e (scale·q_e)·K[e] as 8 FMAs in the order e = 0..7 everywhere (forward
+// and both backward passes), so the backward's recomputed P is the forward's.
+
+inline constexpr index_t attn8_key_block = 256;  // keys per sweep: K and V of a block (16 KB) stay in L1
+
+/// One key vector's score for a query whose 8 broadcast (scaled) components are qb.
+inline vf attn8_score(const vf (&qb)[8], const float* kt, index_t tkpad, index_t j) {
+    vf s = vmul(qb[0], vload(kt + j));
+    for (int e = 1; e < 8; ++e) s = vfma(qb[e], vload(kt + e * tkpad + j), s);
+    return s;
+}
+
+/// Online-softmax state of one query row: acc[e] lane-wise partial sums of p·V, l lane-wise sums of p,
+/// m the running maximum (one scalar: every lane is scaled by the same exp(m)).
+struct Attn8RowState {
+    vf acc[8];
+    vf l;
+    float m;
+};
+
+template <int NB>
+inline void attn8_forward_vectors(Attn8RowState& st, const vf (&qb)[8], const AttentionPack8& kv, index_t j0, bool tail) {
+    vf s[NB];
+    for (int b = 0; b < NB; ++b) s[b] = attn8_score(qb, kv.kt, kv.tkpad, j0 + b * W);
+    if (tail) s[NB - 1] = vadd(s[NB - 1], vload(kv.kbias + j0 + (NB - 1) * W));
+    vf mx = s[0];
+    for (int b = 1; b < NB; ++b) mx = vmax(mx, s[b]);
+    const float bm = vhmax(mx);
+    if (bm > st.m) {
+        const vf corr = vset(std::exp(st.m - bm));  // 0 on the first block (m = −inf)
+        for (int e = 0; e < 8; ++e) st.acc[e] = vmul(st.acc[e], corr);
+        st.l = vmul(st.l, corr);
+        st.m = bm;
+    }
+    const vf mv = vset(st.m);
+    for (int b = 0; b < NB; ++b) {
+        const vf p = vexp(vsub(s[b], mv));
+        st.l = vadd(st.l, p);
+        const index_t j = j0 + b * W;
+        for (int e = 0; e < 8; ++e) st.acc[e] = vfma(p, vload(kv.vt + e * kv.tkpad + j), st.acc[e]);
+    }
+}
+
+/// O and LSE of `rows` query rows of one head: q row r at q + r·ldq (8 floats), o likewise; lse[r].
+inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo,
+                               float* lse) {
+    constexpr index_t max_rows = 64;
+    Attn8RowState state[max_rows];
+    for (index_t r = 0; r < rows; ++r) {
+        for (int e = 0; e < 8; ++e) state[r].acc[e] = vzero();
+        state[r].l = vzero();
+        state[r].m = -std::numeric_limits<float>::infinity();
+    }
+    const index_t nv = (kv.tk + W - 1) / W;  // vectors of keys; the last one holds padding when tk % W != 0
+    const bool padded = kv.tk % W != 0;
+    for (index_t c0 = 0; c0 < nv; c0 += attn8_key_block / W) {
+        const index_t c1 = std::min(nv, c0 + attn8_key_block / W);
+        for (index_t r = 0; r < rows; ++r) {
+            const float* qr = q + r * ldq;
+            vf qb[8];
+            for (int e = 0; e < 8; ++e) qb[e] = vset(scale * qr[e]);
+            Attn8RowState st = state[r];
+            index_t c = c0;
+            for (; c + 4 <= c1 && !(padded && c + 4 == nv); c += 4) attn8_forward_vectors<4>(st, qb, kv, c * W, false);
+            for (; c < c1; ++c) attn8_forward_vectors<1>(st, qb, kv, c * W, padded && c == nv - 1);
+            state[r] = st;
+        }
+    }
+    for (index_t r = 0; r < rows; ++r) {
+        const float l = vhsum(state[r].l);
+        for (int e = 0; e < 8; ++e) o[r * ldo + e] = vhsum(state[r].acc[e]) / l;
+        lse[r] = state[r].m + std::log(l);
+    }
+}
+
+/// dQ (assigned) of `rows` query rows of one head: dq_i = scale·Σ_j P_ij (dP_ij − dc_i) K_j with
+/// dP_ij = dO_i·V_j and P_ij = exp(s_ij − lse_i).
+inline void attn8_backward_dq_rows(const AttentionPack8& kv, const float* q, index_t ldq, const float* g, index_t ldg, const float* lse,
+                                   const float* dc, index_t rows, float scale, float* dq, index_t lddq) {
+    constexpr index_t max_rows = 64;
+    vf acc[max_rows][8];
+    for (index_t r = 0; r < rows; ++r)
+        for (int e = 0; e < 8; ++e) acc[r][e] = vzero();
+    const index_t nv = (kv.tk + W - 1) / W;
+    const bool padded = kv.tk % W != 0;
+    for (index_t c0 = 0; c0 < nv; c0 += attn8_key_block / W) {
+        const index_t c1 = std::min(nv, c0 + attn8_key_block / W);
+        for (index_t r = 0; r < rows; ++r) {
+            const float* qr = q + r * ldq;
+            const float* gr = g + r * ldg;
+            vf qb[8], gb[8], a[8];
+            for (int e = 0; e < 8; ++e) qb[e] = vset(scale * qr[e]), gb[e] = vset(gr[e]), a[e] = acc[r][e];
+            const vf lv = vset(lse[r]), dcv = vset(dc[r]);
+            for (index_t c = c0; c < c1; ++c) {
+                const index_t j = c * W;
+                vf s = attn8_score(qb, kv.kt, kv.tkpad, j);
+                if (padded && c == nv - 1) s = vadd(s, vload(kv.kbias + j));
+                const vf p = vexp(vsub(s, lv));
+                vf dp = vmul(gb[0], vload(kv.vt + j));
+                for (int e = 1; e < 8; ++e) dp = vfma(gb[e], vload(kv.vt + e * kv.tkpad + j), dp);
+                const vf ds = vmul(p, vsub(dp, dcv));
+                for (int e = 0; e < 8; ++e) a[e] = vfma(ds, vload(kv.kt + e * kv.tkpad + j), a[e]);
+            }
+            for (int e = 0; e < 8; ++e) acc[r][e] = a[e];
+        }
+    }
+    for (index_t r = 0; r < rows; ++r)
+        for (int e = 0; e < 8; ++e) dq[r * lddq + e] = scale * vhsum(acc[r][e]);
+}
+
+/// dK, dV of the keys [j0, j0 + nkeys) (j0 a multiple of W, nkeys <= 64) from one query head, ADDED
+/// into dkt/dvt [8][64] (e-major, key j0 + c at column c). qs: the head's queries times scale, packed
+/// [tq][8]; gs: its dO, packed [tq][8]; lse, dc: [tq].
+inline void attn8_backward_dkv(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* qs, const float* gs, const float* lse,
+                               const float* dc, index_t tq, float* dkt, float* dvt) {
+    constexpr index_t query_chunk = 256;  // queries per sweep: their qs and gs (16 KB) stay in L1
+    for (index_t i0 = 0; i0 < tq; i0 += query_chunk) {
+        const index_t i1 = std::min(tq, i0 + query_chunk);
+        for (index_t c = 0; c * W < nkeys; ++c) {
+            const index_t j = j0 + c * W;
+            vf k[8], dk[8], dv[8];
+            for (int e = 0; e < 8; ++e) {
+                k[e] = vload(kv.kt + e * kv.tkpad + j);
+                dk[e] = vload(dkt + e * 64 + c * W);
+                dv[e] = vload(dvt + e * 64 + c * W);
+            }
+            for (index_t i = i0; i < i1; ++i) {
+                const float* qi = qs + i * 8;
+                const float* gi = gs + i * 8;
+                vf s = vmul(vset(qi[0]), k[0]);
+                for (int e = 1; e < 8; ++e) s = vfma(vset(qi[e]), k[e], s);
+                const vf p = vexp(vsub(s, vset(lse[i])));
+                vf dp = vmul(vset(gi[0]), vload(kv.vt + j));
+                for (int e = 1; e < 8; ++e) dp = vfma(vset(gi[e]), vload(kv.vt + e * kv.tkpad + j), dp);
+                const vf ds = vmul(p, vsub(dp, vset(dc[i])));
+                for (int e = 0; e < 8; ++e) {
+                    dv[e] = vfma(p, vset(gi[e]), dv[e]);
+                    dk[e] = vfma(ds, vset(qi[e]), dk[e]);
+                }
+            }
+            for (int e = 0; e < 8; ++e) {
+                vstore(dkt + e * 64 + c * W, dk[e]);
+                vstore(dvt + e * 64 + c * W, dv[e]);
+            }
+        }
+    }
+}
+
+} // namespace celltx::cpu_detail::CELLTX_SIMD_NS
