@@ -101,14 +101,6 @@ public:
         }
         return std::nullopt;
     }
-    /// Consumes "--name" (a switch).
-    [[maybe_unused]] bool flag(const std::string& name) {
-        const auto it = std::find(items_.begin(), items_.end(), name);
-        if (it == items_.end()) return false;
-        items_.erase(it);
-        given_.insert(name);
-        return true;
-    }
     template <class T>
     void get(const std::string& name, T& out) {
         const auto v = value(name);
