@@ -11,14 +11,20 @@
 //   enc_fwd_train    encoder forward in training mode with the graph term's value
 //   enc_fwdbwd       encoder forward + backward of sum(H) + graph term
 //   typeI_B8/32/128  Type I transform + GI readout forward + backward of MSE (H_genes and h_CLS take gradients),
-//                    rows on demand (only the perturbed rows: what the model computes)
+//                    rows on demand (only the perturbed rows: what the model computes): a SHORTCUT
 //   typeI_all_B8/32  the same over all B·N rows (the anchor's work; B = 128 would hold ~4 GB)
-//   train_step       encoder + graph term + Type I (B = 32) + readout + backward + Adam
+//   train_step       encoder + graph term + Type I over all B·N rows (B = 32) + readout + backward + Adam:
+//                    exactly the anchor's train_step
+//   train_step_rows_on_demand   the same with Type I on the perturbed rows only (the model's own
+//                    train_step): a SHORTCUT, reported as its own row
+//   sgemm_peak       the packed float GEMM alone (2048³, 2 threads): the machine's peak for this code
 // Output: one JSON line per configuration (config, threads, reps, median_s, min_s, max_s, gemm_gflop,
 // gflops_per_s, tensor_peak_mb, peak_rss_mb, rss_setup_mb), the torch script's field names where
 // they exist, so that a script can put both side by side. FLOPs are counted as the torch script does
-// (GEMM/matmul only, backward = 2x forward).
-//   cgt_train_step [--config NAME] [--reps 3] [--warmup 1]     (no --config: every configuration, one process each)
+// (GEMM/matmul only, backward = 2x forward), for the work actually done: a rows-on-demand
+// configuration counts the rows it computed, not the anchor's B·N.
+//   cgt_train_step [--config NAME] [--reps 3] [--warmup 1] [--genes N]
+//   (no --config: every configuration, one process each; --genes: a smaller universe, e.g. 64 for a smoke run)
 #include <sys/resource.h>
 #include <algorithm>
 #include <chrono>
@@ -38,12 +44,14 @@ using namespace celltx;
 
 namespace {
 
-constexpr index_t kGenes = 6607, kD = 64, kFF = 4 * kD;
+index_t kGenes = 6607;  // --genes
+constexpr index_t kD = 64, kFF = 4 * kD;
 constexpr int kLayers = 6, kHeads = 8;
 using Model = CellGraphTransformer<float, cpu, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout>;
 
-const std::vector<std::string> kConfigs{"cgt_train_step", "enc_fwd_infer", "enc_fwd_train",   "enc_fwdbwd", "typeI_B8",
-                                        "typeI_B32",      "typeI_B128",    "typeI_all_B8", "typeI_all_B32", "train_step"};
+const std::vector<std::string> kConfigs{"sgemm_peak", "cgt_train_step", "enc_fwd_infer", "enc_fwd_train", "enc_fwdbwd",
+                                        "typeI_B8",   "typeI_B32",      "typeI_B128",    "typeI_all_B8",  "typeI_all_B32",
+                                        "train_step", "train_step_rows_on_demand"};
 
 double rss_mb() {
     rusage ru{};
@@ -55,13 +63,15 @@ double enc_fwd_flops() {
     const double T = kGenes + 1, d = kD, ff = kFF;
     return kLayers * (4 * T * T * d + 2 * T * (4 * d * d) + 2 * T * (2 * d * ff));
 }
-double typeI_fwd_flops(double B) {
-    const double n = kGenes, d = kD, ff = kFF, k = 2;
+/// Type I + GI readout forward for B samples of k = 2 genes, computing `rows` rows per sample (N: all).
+double typeI_fwd_flops(double B, double rows = -1) {
+    const double n = rows < 0 ? static_cast<double>(kGenes) : rows, d = kD, ff = kFF, k = 2;
     return B * (2 * n * d * d + 2 * k * 2 * d * d + 2 * 2 * n * k * d + 2 * n * d * d + 2 * n * 2 * d * ff + 2 * (2 * d * d + d));
 }
 
 CgtConfig published(double dropout) {
     CgtConfig c;  // N = 6607, d = 64, L = 6, H = 8, pert_heads = 8
+    c.num_genes = kGenes;
     c.dropout = dropout;
     c.seed = 1;
     return c;
@@ -135,7 +145,16 @@ int run_config(const std::string& name, int reps, int warmup) {
         model = std::make_unique<Model>(published(0.0), o);
         model->add_graph(random_graph(15, 25, 7), {{kLayers - 1}, 0, 0.1}, "random");
     };
-    if (name == "cgt_train_step") {
+    if (name == "sgemm_peak") {
+        const index_t n = std::min<index_t>(2048, 16 * kGenes);  // --genes shrinks it for a smoke run
+        genes = Tensor<float>::full(Shape{n, n}, 0.5f);
+        cls = Tensor<float>::full(Shape{n, n}, 0.25f);
+        y = Tensor<float>(Shape{n, n});
+        b.run = [&, n](std::uint64_t) {
+            ops::gemm(cpu{}, false, false, n, n, n, 1.0f, genes.data(), n, cls.data(), n, 0.0f, y.data(), n);
+        };
+        b.flops = 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n);
+    } else if (name == "cgt_train_step") {
         model = std::make_unique<Model>(published(0.1));
         model->add_graph(random_graph(20, 20, 5), {{1}, 0, 1e-3}, "random20");
         adamw = std::make_unique<train::AdamW<float>>(*model, train::AdamWOptions{.lr = 5e-4, .weight_decay = 1e-8});
@@ -147,7 +166,7 @@ int run_config(const std::string& name, int reps, int warmup) {
                 adamw->step();
             });
         };
-        b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(32));
+        b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(32, 2));  // the model's step: the perturbed rows
         b.extra = [&] { return fmt::format(", \"params\": {}{}", parameter_count<float>(*model), graph_fields(*model, 1)); };
     } else if (name.starts_with("enc_")) {
         torch_like_model();
@@ -166,7 +185,7 @@ int run_config(const std::string& name, int reps, int warmup) {
         if (train) b.extra = [&] { return graph_fields(*model, kLayers - 1); };
     } else if (name.starts_with("typeI_")) {
         // typeI_B*: the rows the GI readout reads (what the model computes); typeI_all_B*: all B·N rows,
-        // the work the anchor does. gemm_gflop is the anchor's count (all rows) for both.
+        // the work the anchor does. gemm_gflop counts the rows each computes.
         const bool all_rows = name.starts_with("typeI_all_");
         const index_t B = std::stoll(name.substr(name.find('B') + 1));
         CgtConfig c = published(0.0);
@@ -196,15 +215,46 @@ int run_config(const std::string& name, int reps, int warmup) {
             readout->backward(dpred.cview(), dcls.view(), drows);
             typeI->backward(drows, dgenes.view());
         };
-        b.flops = 3 * typeI_fwd_flops(static_cast<double>(B));
+        b.flops = 3 * typeI_fwd_flops(static_cast<double>(B), all_rows ? -1.0 : 2.0);  // the rows computed
         b.extra = [&] { return fmt::format(", \"rows_computed\": {}, \"rows_all\": {}", rows_computed, batch.batch_size() * kGenes); };
-    } else if (name == "train_step") {
+    } else if (name == "train_step_rows_on_demand") {
         torch_like_model();
         adam = std::make_unique<train::Adam<float>>(*model, train::AdamOptions{.lr = 1e-3});
         batch = random_batch(32, 2, 15);
         y = random_labels(32, 16);
         b.run = [&](std::uint64_t step) {
             model->train_step(batch, {CgtTarget<float>{y.cview()}}, mse, Context::train(3, step), [&] { adam->step(); });
+        };
+        b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(32, 2));
+        b.extra = [&] { return fmt::format(", \"params\": {}{}", parameter_count<float>(*model), graph_fields(*model, kLayers - 1)); };
+    } else if (name == "train_step") {
+        // The anchor's step, part by part: the model's forward/backward with Type I over every row.
+        torch_like_model();
+        adam = std::make_unique<train::Adam<float>>(*model, train::AdamOptions{.lr = 1e-3});
+        batch = random_batch(32, 2, 15);
+        y = random_labels(32, 16);
+        b.run = [&](std::uint64_t step) {
+            const Context ctx = Context::train(3, step);
+            const index_t N = kGenes;
+            const Tensor<float> X = model->embedding.forward(ctx);
+            const Tensor<float> H = model->encoder.forward(X.cview(), ctx, &model->graph_regularizer());
+            const ConstView<float> h_cls = H.cview().slice(0, 1), genes_h = H.cview().slice(1, N);
+            const auto rows = model->perturbation.forward(genes_h, batch, RowNeed::all, nullptr, ctx);
+            rows_computed = rows.rows();
+            auto& gi = model->readout<0>();
+            const Tensor<float> pred = gi.forward(h_cls, rows, batch, ctx);
+            const std::vector<loss::TaskTarget<float>> t{{pred.cview(), y.cview()}};
+            mse.forward(std::span<const loss::TaskTarget<float>>(t));
+            Tensor<float> dpred(pred.shape()), dH(Shape{N + 1, kD}), dX(X.shape());
+            const Tensor<float> one = Tensor<float>::full(Shape{}, 1.0f);
+            const std::vector<TensorView<float>> dv{dpred.view()};
+            mse.backward(one.cview(), std::span<const TensorView<float>>(dv));
+            auto drows = rows.zeros_like();
+            gi.backward(dpred.cview(), dH.view().slice(0, 1), drows);
+            model->perturbation.backward(drows, dH.view().slice(1, N));
+            model->encoder.backward(dH.cview(), dX.view());
+            model->embedding.backward(dX.cview());
+            adam->step();
         };
         b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(32));
         b.extra = [&] { return fmt::format(", \"params\": {}{}", parameter_count<float>(*model), graph_fields(*model, kLayers - 1)); };
@@ -245,8 +295,10 @@ int main(int argc, char** argv) try {
         if (a == "--config") config = argv[i + 1];
         else if (a == "--reps") reps = std::atoi(argv[i + 1]);
         else if (a == "--warmup") warmup = std::atoi(argv[i + 1]);
-        else throw Error(fmt::format("unknown argument {} (use --config NAME, --reps N, --warmup N)", a));
+        else if (a == "--genes") kGenes = std::atoll(argv[i + 1]);
+        else throw Error(fmt::format("unknown argument {} (use --config NAME, --reps N, --warmup N, --genes N)", a));
     }
+    if (kGenes < 32) throw Error(fmt::format("--genes {}: at least 32 (the random graphs have up to 25 edges per row)", kGenes));
     if (!config.empty()) return run_config(config, std::max(reps, 1), std::max(warmup, 0));
     // Driver: one process per configuration, so that each ru_maxrss is its own.
     fmt::print("# celltx CGT, N={} (T={}), d={}, L={}, H={}, float, {} threads; encoder forward GEMM {:.2f} GFLOP\n", kGenes, kGenes + 1, kD,
@@ -254,7 +306,7 @@ int main(int argc, char** argv) try {
     std::fflush(stdout);
     int failures = 0;
     for (const auto& c : kConfigs) {
-        const std::string cmd = fmt::format("\"{}\" --config {} --reps {} --warmup {}", argv[0], c, reps, warmup);
+        const std::string cmd = fmt::format("\"{}\" --config {} --reps {} --warmup {} --genes {}", argv[0], c, reps, warmup, kGenes);
         if (std::system(cmd.c_str()) != 0) {
             fmt::print("{{\"config\": \"{}\", \"failed\": true}}\n", c);
             ++failures;
