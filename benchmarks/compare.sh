@@ -87,7 +87,7 @@ for line in open(f"{out}/rows.txt"):
     frac = f"{100 * gf / peak:.0f}%" if gf else "-"
     gfs = f"{gf:.1f}" if gf else "-"
     label = f"**{name}**" if kind == "same work" else f"{name} (shortcut)"
-    print(f"| {label} | {kind} | {a['median_s']:.3f} ({a['min_s']:.3f}–{a['max_s']:.3f}) | {o['median_s']:.3f} ({o['min_s']:.3f}–{o['max_s']:.3f}) | "
+    print(f"| {label} | {kind} | {a['median_s']:.4g} ({a['min_s']:.4g}–{a['max_s']:.4g}) | {o['median_s']:.4g} ({o['min_s']:.4g}–{o['max_s']:.4g}) | "
           f"{ratio:.2f}× | {a['peak_rss_mb']:.0f} | {o['peak_rss_mb']:.0f} | {a['peak_rss_mb'] / o['peak_rss_mb']:.1f}× | "
           f"{a.get('blas_gflops', '-')} | {gfs} | {frac} |")
 PY
