@@ -40,6 +40,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include "celltx/backend/device.hpp"
+#include "celltx/io/arguments.hpp"
 #include "celltx/io/cgt_json.hpp"
 #include "celltx/io/checkpoint.hpp"
 #include "celltx/io/gene_universe.hpp"
@@ -68,73 +69,12 @@ constexpr const char* kArchitecture =
     "CellGraphTransformer<float, cpu, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout>";
 constexpr const char* kDefaultPairs = "yeast-gi/dcell_costanzo2016_GO_0006281_train.txt";
 
-/// A usage error: printed with the command's help hint, exit status 2.
-struct UsageError : Error {
-    using Error::Error;
-};
+using io::UsageError;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// ---------------------------------------------------------------------------------------------
-// Command-line parsing: --flag VALUE pairs and --switch flags, every value checked.
-
-class Args {
-public:
-    Args(int argc, char** argv, int first) {
-        for (int i = first; i < argc; ++i) items_.emplace_back(argv[i]);
-    }
-    bool help() const {
-        return std::any_of(items_.begin(), items_.end(), [](const std::string& s) { return s == "--help" || s == "-h"; });
-    }
-    /// Consumes "--name VALUE".
-    std::optional<std::string> value(const std::string& name) {
-        for (std::size_t i = 0; i < items_.size(); ++i) {
-            if (items_[i] != name) continue;
-            if (i + 1 >= items_.size() || items_[i + 1].starts_with("--")) throw UsageError(fmt::format("{} needs a value", name));
-            std::string v = items_[i + 1];
-            items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(i), items_.begin() + static_cast<std::ptrdiff_t>(i) + 2);
-            if (std::find(items_.begin(), items_.end(), name) != items_.end()) throw UsageError(fmt::format("{} is given twice", name));
-            given_.insert(name);
-            return v;
-        }
-        return std::nullopt;
-    }
-    template <class T>
-    void get(const std::string& name, T& out) {
-        const auto v = value(name);
-        if (!v) return;
-        out = parse<T>(name, *v);
-    }
-    /// Throws on anything not consumed.
-    void finish() const {
-        if (!items_.empty()) throw UsageError(fmt::format("unknown argument '{}'", items_.front()));
-    }
-    const std::set<std::string>& given() const { return given_; }
-
-    template <class T>
-    static T parse(const std::string& name, const std::string& v) {
-        try {
-            std::size_t used = 0;
-            T out{};
-            if constexpr (std::is_same_v<T, std::string>) return v;
-            else if constexpr (std::is_same_v<T, double>) out = std::stod(v, &used);
-            else if constexpr (std::is_same_v<T, std::uint64_t>) {
-                if (v.starts_with("-")) throw std::invalid_argument("negative");
-                out = std::stoull(v, &used);
-            } else out = static_cast<T>(std::stoll(v, &used));
-            if (used != v.size()) throw std::invalid_argument("trailing characters");
-            return out;
-        } catch (const std::exception&) {
-            throw UsageError(fmt::format("{}: '{}' is not a valid {}", name, v, std::is_same_v<T, double> ? "number" : "integer"));
-        }
-    }
-
-private:
-    std::vector<std::string> items_;
-    std::set<std::string> given_;
-};
 
 std::vector<std::string> split_list(const std::string& s) {
     std::vector<std::string> out;
@@ -353,7 +293,7 @@ TrainConfig train_config_from_json(const json& j, const std::string& where) {
     return c;
 }
 
-TrainConfig parse_train(Args& a, std::optional<std::string>& resume) {
+TrainConfig parse_train(io::CommandLine& a, std::optional<std::string>& resume) {
     TrainConfig c = default_train_config();
     resume = a.value("--resume");
     if (auto v = a.value("--preset")) {
@@ -465,7 +405,7 @@ void print_side_by_side(std::size_t n, const train::RegressionMetrics& additive,
 }
 
 template <Backend B>
-int run_train(Args& args) {
+int run_train(io::CommandLine& args) {
     if (args.help()) {
         print_train_help();
         return 0;
@@ -688,7 +628,7 @@ fs::path resolve_checkpoint(const fs::path& p) {
 }
 
 template <Backend B>
-int run_predict(Args& args) {
+int run_predict(io::CommandLine& args) {
     if (args.help()) {
         print_predict_help();
         return 0;
@@ -813,7 +753,7 @@ are not labelled are ignored. Prints the count, MSE, RMSE, Pearson and Spearman 
 )");
 }
 
-int run_evaluate(Args& args) {
+int run_evaluate(io::CommandLine& args) {
     if (args.help()) {
         print_evaluate_help();
         return 0;
@@ -912,7 +852,7 @@ int run(int argc, char** argv) {
             print_help();
             return command.empty() ? 2 : 0;
         }
-        Args args(argc, argv, 2);
+        io::CommandLine args(argc, argv, 2);
         if (command == "train") return run_train<B>(args);
         if (command == "predict") return run_predict<B>(args);
         if (command == "evaluate") return run_evaluate(args);

@@ -49,6 +49,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include "celltx/backend/device.hpp"
+#include "celltx/io/arguments.hpp"
 #include "celltx/io/checkpoint.hpp"
 #include "celltx/io/h5ad.hpp"
 #include "celltx/io/peft.hpp"
@@ -71,76 +72,12 @@ namespace {
 constexpr const char* kDefaultInput = "perturbseq/papalexi2021_thp1_lowmoi_train.h5ad";
 constexpr const char* kProgram = "perturbation_response";
 
-/// A usage error: printed with the command's help hint, exit status 2.
-struct UsageError : Error {
-    using Error::Error;
-};
+using io::UsageError;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// ---------------------------------------------------------------------------------------------
-// Command-line parsing: --flag VALUE pairs and --switch flags, every value checked.
-
-class Args {
-public:
-    Args(int argc, char** argv, int first) {
-        for (int i = first; i < argc; ++i) items_.emplace_back(argv[i]);
-    }
-    bool help() const {
-        return std::any_of(items_.begin(), items_.end(), [](const std::string& s) { return s == "--help" || s == "-h"; });
-    }
-    std::optional<std::string> value(const std::string& name) {
-        for (std::size_t i = 0; i < items_.size(); ++i) {
-            if (items_[i] != name) continue;
-            if (i + 1 >= items_.size() || items_[i + 1].starts_with("--")) throw UsageError(fmt::format("{} needs a value", name));
-            std::string v = items_[i + 1];
-            items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(i), items_.begin() + static_cast<std::ptrdiff_t>(i) + 2);
-            if (std::find(items_.begin(), items_.end(), name) != items_.end()) throw UsageError(fmt::format("{} is given twice", name));
-            given_.insert(name);
-            return v;
-        }
-        return std::nullopt;
-    }
-    bool flag(const std::string& name) {
-        const auto it = std::find(items_.begin(), items_.end(), name);
-        if (it == items_.end()) return false;
-        items_.erase(it);
-        given_.insert(name);
-        return true;
-    }
-    template <class T>
-    void get(const std::string& name, T& out) {
-        if (const auto v = value(name)) out = parse<T>(name, *v);
-    }
-    void finish() const {
-        if (!items_.empty()) throw UsageError(fmt::format("unknown argument '{}'", items_.front()));
-    }
-    const std::set<std::string>& given() const { return given_; }
-
-    template <class T>
-    static T parse(const std::string& name, const std::string& v) {
-        try {
-            std::size_t used = 0;
-            T out{};
-            if constexpr (std::is_same_v<T, std::string>) return v;
-            else if constexpr (std::is_same_v<T, double>) out = std::stod(v, &used);
-            else if constexpr (std::is_same_v<T, std::uint64_t>) {
-                if (v.starts_with("-")) throw std::invalid_argument("negative");
-                out = std::stoull(v, &used);
-            } else out = static_cast<T>(std::stoll(v, &used));
-            if (used != v.size()) throw std::invalid_argument("trailing characters");
-            return out;
-        } catch (const std::exception&) {
-            throw UsageError(fmt::format("{}: '{}' is not a valid {}", name, v, std::is_same_v<T, double> ? "number" : "integer"));
-        }
-    }
-
-private:
-    std::vector<std::string> items_;
-    std::set<std::string> given_;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Data: where it is, and what to say when it is missing.
@@ -476,7 +413,7 @@ SavedModel saved_model_from_json(const json& j, const std::string& where) {
 
 fs::path checkpoint_file(const fs::path& p) { return fs::is_directory(p) ? p / "best.safetensors" : p; }
 
-TrainConfig parse_train(Args& a, std::optional<std::string>& resume) {
+TrainConfig parse_train(io::CommandLine& a, std::optional<std::string>& resume) {
     TrainConfig c = default_train_config();
     resume = a.value("--resume");
     if (auto v = a.value("--out")) c.out = *v;
@@ -878,7 +815,7 @@ int train_with(TrainConfig& cfg, const std::optional<fs::path>& resume_file, con
 }
 
 template <Backend B>
-int run_train(Args& args) {
+int run_train(io::CommandLine& args) {
     if (args.help()) {
         print_train_help();
         return 0;
@@ -1004,7 +941,7 @@ int predict_with(const fs::path& ckpt, SavedModel& s, const fs::path& input, con
 }
 
 template <Backend B>
-int run_predict(Args& args) {
+int run_predict(io::CommandLine& args) {
     if (args.help()) {
         print_predict_help();
         return 0;
@@ -1054,7 +991,7 @@ mse, mae, mse_delta, mae_delta, discrimination scores (L1, L2, cosine), pearson_
 )");
 }
 
-int run_evaluate(Args& args) {
+int run_evaluate(io::CommandLine& args) {
     if (args.help()) {
         print_evaluate_help();
         return 0;
@@ -1110,7 +1047,7 @@ int run(int argc, char** argv) {
             print_help();
             return command.empty() ? 2 : 0;
         }
-        Args args(argc, argv, 2);
+        io::CommandLine args(argc, argv, 2);
         if (command == "train") return run_train<B>(args);
         if (command == "predict") return run_predict<B>(args);
         if (command == "evaluate") return run_evaluate(args);
