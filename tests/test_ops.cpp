@@ -136,6 +136,19 @@ BOOST_AUTO_TEST_CASE(the_vector_exp_and_gelu_are_accurate) {
         BOOST_TEST(out[1] == 0.0f);
         BOOST_TEST(std::isnan(out[2]));
         BOOST_TEST(out[3] == 1.0f);
+        // The softmax kernels' exp: vexp's value wherever x >= ln(FLT_MIN) (scores minus their max, up to
+        // a rounding above 0), about 1e-38 below it (−inf included) instead of 0.
+        std::vector<float> ys(x.size());
+        for (index_t i = 0; i < n; ++i) x[static_cast<std::size_t>(i)] = static_cast<float>(-87.33 + 88.33 * static_cast<double>(i) / (n - 1));
+        BOOST_REQUIRE(cpu_detail::simd_exp(x.data(), y.data(), n));
+        BOOST_REQUIRE(cpu_detail::simd_exp_softmax(x.data(), ys.data(), n));
+        index_t differ = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) differ += y[i] != ys[i];
+        BOOST_TEST(differ == 0, "vexp_softmax differs from vexp at " << differ << " of " << n << " points, level " << static_cast<int>(level));
+        cpu_detail::simd_exp_softmax(special, out, 4);
+        BOOST_TEST((out[0] >= 0.0f && out[0] < 2e-38f));
+        BOOST_TEST((out[1] >= 0.0f && out[1] < 2e-38f));
+        BOOST_TEST(out[3] == 1.0f);
 
         for (index_t i = 0; i < n; ++i) x[static_cast<std::size_t>(i)] = static_cast<float>(-12.0 + 24.0 * static_cast<double>(i) / (n - 1));
         BOOST_REQUIRE(cpu_detail::simd_gelu_forward(x.data(), y.data(), n));

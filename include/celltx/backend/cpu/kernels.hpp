@@ -3,6 +3,7 @@
 // float GEMM, OpenMP threads). This is the backend that defines what is correct; every other
 // backend is tested against it (testing/op_harness.hpp).
 #include "celltx/backend/cpu/attention.hpp"
+#include "celltx/backend/cpu/dense_cross_attention.hpp"
 #include "celltx/backend/cpu/elementwise.hpp"
 #include "celltx/backend/cpu/gemm.hpp"
 #include "celltx/backend/cpu/indexing.hpp"
@@ -21,6 +22,7 @@ struct kernels<cpu> : cpu_kernels::dense,
                       cpu_kernels::indexing,
                       cpu_kernels::attention,
                       cpu_kernels::ragged_attention,
+                      cpu_kernels::dense_cross_attention,
                       cpu_kernels::pairwise,
                       cpu_kernels::reduction,
                       cpu_kernels::optimizer {};

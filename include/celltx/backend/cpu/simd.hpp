@@ -125,6 +125,19 @@ inline bool simd_gelu_forward(const float* x, float* y, index_t n) {
     return false;
 }
 
+/// y[i] = GELU(x[i]) and d[i] = GELU'(x[i]) for n floats, one Φ per element; false when no vector level runs.
+inline bool simd_gelu_value_and_derivative(const float* x, float* y, float* d, index_t n) {
+#if CELLTX_SIMD
+    switch (simd_level()) {
+        case SimdLevel::avx512: simd_avx512::gelu_value_and_derivative(x, y, d, n); return true;
+        case SimdLevel::avx2: simd_avx2::gelu_value_and_derivative(x, y, d, n); return true;
+        default: break;
+    }
+#endif
+    (void)x, (void)y, (void)d, (void)n;
+    return false;
+}
+
 /// dx[i] += dy[i]·GELU'(x[i]) for n floats; false when no vector level runs.
 inline bool simd_gelu_backward(const float* x, const float* dy, float* dx, index_t n) {
 #if CELLTX_SIMD
@@ -135,6 +148,19 @@ inline bool simd_gelu_backward(const float* x, const float* dy, float* dx, index
     }
 #endif
     (void)x, (void)dy, (void)dx, (void)n;
+    return false;
+}
+
+/// y[i] = exp(x[i]) through the softmax kernels' vexp_softmax; false when no vector level runs.
+inline bool simd_exp_softmax(const float* x, float* y, index_t n) {
+#if CELLTX_SIMD
+    switch (simd_level()) {
+        case SimdLevel::avx512: simd_avx512::exp_softmax_array(x, y, n); return true;
+        case SimdLevel::avx2: simd_avx2::exp_softmax_array(x, y, n); return true;
+        default: break;
+    }
+#endif
+    (void)x, (void)y, (void)n;
     return false;
 }
 

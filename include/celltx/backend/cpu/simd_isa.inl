@@ -86,6 +86,33 @@ inline vf vexp(vf x) {
     return vzero_below(vmul(p, vpow2(ni)), x, lo);
 }
 
+/// exp(x) for the softmax kernels, whose arguments are s − max or s − lse (at most a rounding above
+/// 0, −inf for padding): vexp's range reduction and polynomial, so the same value wherever
+/// x >= ln(FLT_MIN), in 4 fewer instructions. n comes from adding 1.5·2²³ + 127 (the rounding of
+/// the conversion, and 2ⁿ is that sum's bits shifted); below ln(FLT_MIN), including −inf, it gives
+/// about 1e-38 instead of 0, and above 88 it is not defined.
+inline vf vexp_softmax(vf x) {
+    x = vmax(x, vset(-87.33654f));
+    const vf magic = vset(12583039.0f);  // 0x1.8p23 + 127
+    const vf t = vadd(vmul(x, vset(1.44269504088896341f)), magic);
+    const vf n = vsub(t, magic);
+    vf r = vfnma(n, vset(0.693359375f), x);
+    r = vfnma(n, vset(-2.12194440e-4f), r);
+    vf p = vset(0.00139421598337f);
+    p = vfma(p, r, vset(0.00837596822631f));
+    p = vfma(p, r, vset(0.0416663401422f));
+    p = vfma(p, r, vset(0.166664053026f));
+    p = vfma(p, r, vset(0.500000005002f));
+    p = vfma(p, r, vset(1.00000004004f));
+    p = vfma(p, r, vset(1.0f));
+#if CELLTX_SIMD_W == 16
+    const vf scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23));
+#else
+    const vf scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
+#endif
+    return vmul(p, scale);
+}
+
 /// Φ(x), the standard normal CDF, lane-wise (GELU(x) = x·Φ(x)).
 inline vf vnormal_cdf(vf x) {
     const vf z = vmul(x, vset(0.70710678118654752f));
@@ -150,6 +177,33 @@ inline vf vgelu_derivative(vf v) {
     return vfma(v, pdf, vnormal_cdf(v));
 }
 
+/// y[i] = GELU(x[i]) and d[i] = GELU'(x[i]) with one Φ(x) per element (the values of gelu_forward
+/// and of gelu_backward's derivative).
+inline void gelu_value_and_derivative(const float* x, float* y, float* d, index_t n) {
+    const auto both = [](vf v, vf& val, vf& der) {
+        const vf cdf = vnormal_cdf(v);
+        const vf pdf = vmul(vexp(vmul(vmul(v, v), vset(-0.5f))), vset(0.39894228040143268f));
+        val = vmul(v, cdf);
+        der = vfma(v, pdf, cdf);
+    };
+    index_t i = 0;
+    for (; i + W <= n; i += W) {
+        vf val, der;
+        both(vload(x + i), val, der);
+        vstore(y + i, val);
+        vstore(d + i, der);
+    }
+    if (i < n) {
+        alignas(64) float bx[W] = {}, by[W], bd[W];
+        for (index_t k = i; k < n; ++k) bx[k - i] = x[k];
+        vf val, der;
+        both(vload(bx), val, der);
+        vstore(by, val);
+        vstore(bd, der);
+        for (index_t k = i; k < n; ++k) y[k] = by[k - i], d[k] = bd[k - i];
+    }
+}
+
 inline void gelu_backward(const float* x, const float* dy, float* dx, index_t n) {
     index_t i = 0;
     for (; i + W <= n; i += W) vstore(dx + i, vfma(vload(dy + i), vgelu_derivative(vload(x + i)), vload(dx + i)));
@@ -158,6 +212,17 @@ inline void gelu_backward(const float* x, const float* dy, float* dx, index_t n)
         for (index_t k = i; k < n; ++k) bx[k - i] = x[k], bdy[k - i] = dy[k], bdx[k - i] = dx[k];
         vstore(bdx, vfma(vload(bdy), vgelu_derivative(vload(bx)), vload(bdx)));
         for (index_t k = i; k < n; ++k) dx[k] = bdx[k - i];
+    }
+}
+
+inline void exp_softmax_array(const float* x, float* y, index_t n) {
+    index_t i = 0;
+    for (; i + W <= n; i += W) vstore(y + i, vexp_softmax(vload(x + i)));
+    if (i < n) {
+        alignas(64) float buf[W] = {};
+        for (index_t k = i; k < n; ++k) buf[k - i] = x[k];
+        vstore(buf, vexp_softmax(vload(buf)));
+        for (index_t k = i; k < n; ++k) y[k] = buf[k - i];
     }
 }
 
@@ -213,7 +278,7 @@ inline void attn8_forward_vectors(Attn8RowState& st, const vf (&qb)[8], const At
     }
     const vf mv = vset(st.m);
     for (int b = 0; b < NB; ++b) {
-        const vf p = vexp(vsub(s[b], mv));
+        const vf p = vexp_softmax(vsub(s[b], mv));
         st.l = vadd(st.l, p);
         const index_t j = j0 + b * W;
         for (int e = 0; e < 8; ++e) st.acc[e] = vfma(p, vload(kv.vt + e * kv.tkpad + j), st.acc[e]);
@@ -274,7 +339,7 @@ inline void attn8_backward_dq_rows(const AttentionPack8& kv, const float* q, ind
                 const index_t j = c * W;
                 vf s = attn8_score(qb, kv.kt, kv.tkpad, j);
                 if (padded && c == nv - 1) s = vadd(s, vload(kv.kbias + j));
-                const vf p = vexp(vsub(s, lv));
+                const vf p = vexp_softmax(vsub(s, lv));
                 vf dp = vmul(gb[0], vload(kv.vt + j));
                 for (int e = 1; e < 8; ++e) dp = vfma(gb[e], vload(kv.vt + e * kv.tkpad + j), dp);
                 const vf ds = vmul(p, vsub(dp, dcv));
@@ -308,7 +373,7 @@ inline void attn8_backward_dkv(const AttentionPack8& kv, index_t j0, index_t nke
                 const float* gi = gs + i * 8;
                 vf s = vmul(vset(qi[0]), k[0]);
                 for (int e = 1; e < 8; ++e) s = vfma(vset(qi[e]), k[e], s);
-                const vf p = vexp(vsub(s, vset(lse[i])));
+                const vf p = vexp_softmax(vsub(s, vset(lse[i])));
                 vf dp = vmul(vset(gi[0]), vload(kv.vt + j));
                 for (int e = 1; e < 8; ++e) dp = vfma(vset(gi[e]), vload(kv.vt + e * kv.tkpad + j), dp);
                 const vf ds = vmul(p, vsub(dp, vset(dc[i])));

@@ -18,6 +18,10 @@
 // backward); the all-rows path is therefore O(B·N·d). Dropout masks are addressed by
 // (sample, gene, element), not by row position, so a row gets the same mask whichever other rows
 // are computed: the sparse and the all-rows paths agree also in training.
+// All rows without dropout (evaluation, or p = 0) run as one fused op where the backend has it
+// (ops::dense_cross_attention_block_*): queries projected once per gene, and per row only the
+// LSE and the two LayerNorms' statistics kept (about 2d + heads + 2 values; the hidden layer is
+// recomputed in backward).
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -88,21 +92,21 @@ struct CrossAttentionTransform {
             PerturbedRows<T, B> out = PerturbedRows<T, B>::layout(batch, N, d, need, sets);
             layout_ = out.without_values();
             num_genes_ = N;
+            dense_ = out.all_rows && !(ctx.training && p_ > 0.0) && has_dense_block;
+            if (dense_) {
+                forward_dense(H, batch, out);
+                return out;
+            }
             plan(out, batch, ctx);
-            const index_t R = out.rows(), P = key_genes_.numel(), E = key_slot_.numel();
+            const index_t R = out.rows();
+            xhat1_ = rstd1_ = xhat2_ = rstd2_ = Tensor<T, B>();
 
             // Queries of the requested rows; keys and values of the distinct perturbed genes, then per set entry.
             hq_ = gather(H.data(), row_gene_, d);
             q_ = Tensor<T, B>::uninitialized(Shape{R, d});
             ops::gemm(B{}, false, true, R, d, d, T(1), hq_.data(), d, in_proj_weight.value.data(), d, T(0), q_.data(), d);
             ops::add_row_vector(B{}, q_.data(), in_proj_bias.value.data(), R, d);
-            hkv_ = gather(H.data(), key_genes_, d);
-            Tensor<T, B> kv_unique = Tensor<T, B>::uninitialized(Shape{P, 2 * d});
-            ops::gemm(B{}, false, true, P, 2 * d, d, T(1), hkv_.data(), d, in_proj_weight.value.data() + d * d, d, T(0),
-                      kv_unique.data(), 2 * d);
-            ops::add_row_vector(B{}, kv_unique.data(), in_proj_bias.value.data() + d, P, 2 * d);
-            kv_ = gather(kv_unique.data(), key_slot_, 2 * d);  // [E, 2d]: [K | V] per set entry, in batch order
-            (void)E;
+            project_keys(H, batch);  // kv_ [E, 2d]: [K | V] per set entry, in batch order
 
             // Attention, output projection (zero for empty sets), residual dropout.
             o_ = Tensor<T, B>::uninitialized(Shape{R, d});
@@ -133,6 +137,10 @@ struct CrossAttentionTransform {
             if (dH.data())
                 require(dH.shape() == (Shape{num_genes_, d}), "CrossAttentionTransform::backward: dH_genes {} is not [{}, {}]", dH.shape(),
                         num_genes_, d);
+            if (dense_) {
+                backward_dense(dRows, dH);
+                return;
+            }
 
             Tensor<T, B> dx(Shape{R, d});
             norm2.backward(dRows.values.cview(), dx.view());
@@ -161,27 +169,16 @@ struct CrossAttentionTransform {
             Tensor<T, B> dO = Tensor<T, B>::uninitialized(Shape{R, d});
             ops::gemm(B{}, false, false, R, d, d, T(1), dr1.data(), d, out_proj.weight.value.data(), d, T(0), dO.data(), d);
 
-            const index_t E = key_slot_.numel(), P = key_genes_.numel();
+            const index_t E = key_slot_.numel();
             Tensor<T, B> dq = Tensor<T, B>::uninitialized(Shape{R, d}), dkv = Tensor<T, B>::uninitialized(Shape{E, 2 * d});
             ops::ragged_cross_attention_backward(B{}, attention(), q_.data(), kv_.data(), lse_.data(), dO.data(), dq.data(), dkv.data());
 
             // Query projection: dWq = dQᵀ h, dbq = Σ dQ; dh += dQ Wq.
-            T* gw = in_proj_weight.grad.data();
-            T* gb = in_proj_bias.grad.data();
-            ops::gemm(B{}, true, false, d, d, R, T(1), dq.data(), d, hq_.data(), d, T(0), gw, d);
-            ops::column_sum(B{}, dq.data(), R, d, gb);
+            ops::gemm(B{}, true, false, d, d, R, T(1), dq.data(), d, hq_.data(), d, T(0), in_proj_weight.grad.data(), d);
+            ops::column_sum(B{}, dq.data(), R, d, in_proj_bias.grad.data());
             ops::gemm(B{}, false, false, R, d, d, T(1), dq.data(), d, in_proj_weight.value.data(), d, T(1), dhq.data(), d);
-            // Key/value projection of the distinct genes: sum the set entries' gradients per gene first.
-            Tensor<T, B> dkv_unique(Shape{P, 2 * d});
-            ops::scatter_add_rows(B{}, dkv.data(), key_slot_.data(), E, 2 * d, dkv_unique.data());
-            ops::gemm(B{}, true, false, 2 * d, d, P, T(1), dkv_unique.data(), 2 * d, hkv_.data(), d, T(0), gw + d * d, d);
-            ops::column_sum(B{}, dkv_unique.data(), P, 2 * d, gb + d);
-            if (!dH.data()) return;
-            Tensor<T, B> dhkv = Tensor<T, B>::uninitialized(Shape{P, d});
-            ops::gemm(B{}, false, false, P, d, 2 * d, T(1), dkv_unique.data(), 2 * d, in_proj_weight.value.data() + d * d, d, T(0),
-                      dhkv.data(), d);
-            ops::scatter_add_rows(B{}, dhq.data(), row_gene_.data(), R, d, dH.data());
-            ops::scatter_add_rows(B{}, dhkv.data(), key_genes_.data(), P, d, dH.data());
+            if (dH.data()) ops::scatter_add_rows(B{}, dhq.data(), row_gene_.data(), R, d, dH.data());
+            key_value_backward(dkv, dH);
         }
 
         template <class F>
@@ -201,6 +198,105 @@ struct CrossAttentionTransform {
         nn::LayerNorm<T, B> norm1, norm2;
 
     private:
+        /// Whether backend B has the fused dense block (all rows, no dropout); otherwise the ragged ops run.
+        static constexpr bool has_dense_block =
+            ops::provides_dense_cross_attention_block_forward<B, T> && ops::provides_dense_cross_attention_block_backward<B, T>;
+
+        /// The key/value projection's backward from dkv [set entries, 2d]: the entries' gradients summed per
+        /// distinct gene, dW_{k,v} = dKVᵀ h and db_{k,v} = Σ dKV (assigned), dh += dKV W_{k,v}.
+        void key_value_backward(const Tensor<T, B>& dkv, TensorView<T, B> dH) {
+            const index_t d = d_, E = key_slot_.numel(), P = key_genes_.numel();
+            Tensor<T, B> dkv_unique(Shape{P, 2 * d});
+            ops::scatter_add_rows(B{}, dkv.data(), key_slot_.data(), E, 2 * d, dkv_unique.data());
+            ops::gemm(B{}, true, false, 2 * d, d, P, T(1), dkv_unique.data(), 2 * d, hkv_.data(), d, T(0), in_proj_weight.grad.data() + d * d, d);
+            ops::column_sum(B{}, dkv_unique.data(), P, 2 * d, in_proj_bias.grad.data() + d);
+            if (!dH.data()) return;
+            Tensor<T, B> dhkv = Tensor<T, B>::uninitialized(Shape{P, d});
+            ops::gemm(B{}, false, false, P, d, 2 * d, T(1), dkv_unique.data(), 2 * d, in_proj_weight.value.data() + d * d, d, T(0),
+                      dhkv.data(), d);
+            ops::scatter_add_rows(B{}, dhkv.data(), key_genes_.data(), P, d, dH.data());
+        }
+
+        /// Projected keys and values of the distinct perturbed genes, one [K | V] row per set entry (kv_).
+        void project_keys(ConstView<T, B> H, const PerturbationBatch& batch) {
+            const index_t d = d_;
+            std::vector<index_t> key_genes = batch.unique_indices();
+            std::vector<index_t> key_slot(batch.indices.size());
+            for (std::size_t e = 0; e < batch.indices.size(); ++e)
+                key_slot[e] = std::lower_bound(key_genes.begin(), key_genes.end(), batch.indices[e]) - key_genes.begin();
+            key_genes_ = from_host<index_t, B>(key_genes);
+            key_slot_ = from_host<index_t, B>(key_slot);
+            const index_t P = key_genes_.numel();
+            hkv_ = gather(H.data(), key_genes_, d);
+            Tensor<T, B> kv_unique = Tensor<T, B>::uninitialized(Shape{P, 2 * d});
+            ops::gemm(B{}, false, true, P, 2 * d, d, T(1), hkv_.data(), d, in_proj_weight.value.data() + d * d, d, T(0), kv_unique.data(), 2 * d);
+            ops::add_row_vector(B{}, kv_unique.data(), in_proj_bias.value.data() + d, P, 2 * d);
+            kv_ = gather(kv_unique.data(), key_slot_, 2 * d);
+        }
+
+        /// The dense block's description.
+        ops::DenseCrossAttentionBlock dense_block() const {
+            ops::DenseCrossAttentionBlock a;
+            a.batch = batch_;
+            a.genes = num_genes_;
+            a.heads = heads_;
+            a.dh = d_ / heads_;
+            a.ff = 4 * d_;
+            a.key_offsets = key_offsets_.data();
+            a.activation = ActivationKind::gelu;
+            a.eps1 = norm1.eps();
+            a.eps2 = norm2.eps();
+            return a;
+        }
+        ops::DenseCrossAttentionBlockWeights<T> dense_weights() const {
+            return {out_proj.weight.value.data(), out_proj.bias.value.data(), norm1.weight.value.data(), norm1.bias.value.data(),
+                    ffn0.weight.value.data(),     ffn0.bias.value.data(),     ffn3.weight.value.data(),  ffn3.bias.value.data(),
+                    norm2.weight.value.data(),    norm2.bias.value.data()};
+        }
+        ops::DenseCrossAttentionBlockSaved<T> dense_saved() {
+            return {lse_.data(), xhat1_.data(), rstd1_.data(), xhat2_.data(), rstd2_.data()};
+        }
+
+        /// All rows without dropout, through the fused block: the queries are projected once per gene (every
+        /// sample's row g has the same query), and the block keeps O(rows·d) for its backward.
+        void forward_dense(ConstView<T, B> H, const PerturbationBatch& batch, PerturbedRows<T, B>& out) {
+            const index_t N = num_genes_, d = d_, R = out.rows();
+            batch_ = out.batch;
+            key_offsets_ = from_host<index_t, B>(batch.offsets);
+            hq_ = Tensor<T, B>::copy_of(H);
+            q_ = Tensor<T, B>::uninitialized(Shape{N, d});
+            ops::gemm(B{}, false, true, N, d, d, T(1), H.data(), d, in_proj_weight.value.data(), d, T(0), q_.data(), d);
+            ops::add_row_vector(B{}, q_.data(), in_proj_bias.value.data(), N, d);
+            project_keys(H, batch);
+            lse_ = Tensor<T, B>::uninitialized(Shape{R, heads_});
+            xhat1_ = Tensor<T, B>::uninitialized(Shape{R, d});
+            xhat2_ = Tensor<T, B>::uninitialized(Shape{R, d});
+            rstd1_ = Tensor<T, B>::uninitialized(Shape{R});
+            rstd2_ = Tensor<T, B>::uninitialized(Shape{R});
+            o_ = Tensor<T, B>();
+            pre_ = Tensor<T, B>();
+            ops::dense_cross_attention_block_forward(B{}, dense_block(), hq_.data(), q_.data(), kv_.data(), dense_weights(), out.values.data(),
+                                                     dense_saved());
+        }
+
+        void backward_dense(const PerturbedRows<T, B>& dRows, TensorView<T, B> dH) {
+            const index_t N = num_genes_, d = d_, E = key_slot_.numel();
+            Tensor<T, B> dq = Tensor<T, B>::uninitialized(Shape{N, d}), dkv = Tensor<T, B>::uninitialized(Shape{E, 2 * d});
+            Tensor<T, B> scratch;  // the residual path's gradient when the caller wants no input gradient
+            if (!dH.data()) scratch = Tensor<T, B>(Shape{N, d});
+            ops::DenseCrossAttentionBlockGrads<T> g{out_proj.weight.grad.data(), out_proj.bias.grad.data(), norm1.weight.grad.data(),
+                                                   norm1.bias.grad.data(),      ffn0.weight.grad.data(),     ffn0.bias.grad.data(),
+                                                   ffn3.weight.grad.data(),     ffn3.bias.grad.data(),       norm2.weight.grad.data(),
+                                                   norm2.bias.grad.data()};
+            ops::dense_cross_attention_block_backward(B{}, dense_block(), hq_.data(), q_.data(), kv_.data(), dense_weights(), dense_saved(),
+                                                      dRows.values.data(), dq.data(), dH.data() ? dH.data() : scratch.data(), dkv.data(), g);
+            // Query projection over the genes: dWq = dQᵀ H, dbq = Σ dQ; dH += dQ Wq.
+            ops::gemm(B{}, true, false, d, d, N, T(1), dq.data(), d, hq_.data(), d, T(0), in_proj_weight.grad.data(), d);
+            ops::column_sum(B{}, dq.data(), N, d, in_proj_bias.grad.data());
+            if (dH.data()) ops::gemm(B{}, false, false, N, d, d, T(1), dq.data(), d, in_proj_weight.value.data(), d, T(1), dH.data(), d);
+            key_value_backward(dkv, dH);
+        }
+
         // Dropout streams: attention probabilities, attention output, FFN hidden, FFN output.
         static constexpr std::uint64_t stream_probs = 0x7065727431ull, stream_attn_out = 0x7065727432ull,
                                        stream_ffn_hidden = 0x7065727433ull, stream_ffn_out = 0x7065727434ull;
@@ -217,14 +313,8 @@ struct CrossAttentionTransform {
                     row_gene[static_cast<std::size_t>(r)] = out.gene_of_row(b, r);
                     has_keys[static_cast<std::size_t>(r)] = batch.set_size(b) > 0 ? T(1) : T(0);
                 }
-            std::vector<index_t> key_genes = batch.unique_indices();
-            std::vector<index_t> key_slot(batch.indices.size());
-            for (std::size_t e = 0; e < batch.indices.size(); ++e)
-                key_slot[e] = std::lower_bound(key_genes.begin(), key_genes.end(), batch.indices[e]) - key_genes.begin();
             row_gene_ = from_host<index_t, B>(row_gene);
             has_keys_ = from_host<T, B>(has_keys);
-            key_genes_ = from_host<index_t, B>(key_genes);
-            key_slot_ = from_host<index_t, B>(key_slot);
             row_offsets_ = from_host<index_t, B>(out.offsets);
             key_offsets_ = from_host<index_t, B>(batch.offsets);
             batch_ = Bn;
@@ -262,9 +352,10 @@ struct CrossAttentionTransform {
         index_t num_genes_ = 0, batch_ = 0;
         Tensor<index_t, B> row_gene_, key_genes_, key_slot_, row_offsets_, key_offsets_;
         Tensor<T, B> has_keys_;
-        bool drop_ = false;
+        bool drop_ = false, dense_ = false;
         std::uint64_t seed_ = 0, step_ = 0;
         Tensor<T, B> hq_, q_, hkv_, kv_, o_, lse_, pre_;
+        Tensor<T, B> xhat1_, rstd1_, xhat2_, rstd2_;  // the dense block's LayerNorm statistics
     };
 };
 

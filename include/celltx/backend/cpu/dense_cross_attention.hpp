@@ -1,0 +1,321 @@
+#pragma once
+// The Type I block over every gene of every sample on the CPU (ops::dense_cross_attention_block_*),
+// fused. A task owns a block of genes and runs it for every sample: the block's 4d-wide FFN hidden
+// layer lives in L2 and is never stored (the backward recomputes it), the small products go through
+// the packed GEMM on the task's thread, and the element-wise work (attention over the few keys,
+// residuals, both LayerNorms, the activation) happens while the rows are in cache.
+// With |S| keys, the output projection is applied to each value head by head once per sample
+// (U[e, h] = W_o[:, h]·v_e^h), so a row's attention output costs |S|·heads·d multiply-adds, not d²,
+// and the backward needs no saved attention output. The gradient partials of each task are summed
+// in task order: results do not depend on the thread count.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+#include "celltx/backend/cpu/elementwise.hpp"
+#include "celltx/backend/cpu/gemm.hpp"
+#include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/backend/cpu/simd.hpp"
+#include "celltx/backend/math/norm.hpp"
+#include "celltx/backend/math/softmax.hpp"
+#include "celltx/backend/types.hpp"
+
+namespace celltx::cpu_detail {
+
+/// Gene rows per task: a block's hidden layer (rows × 4d) and its gradient stay in L2.
+inline constexpr index_t dense_block_rows = 128;
+
+/// U [keys, heads, d]: U[e, h, o] = Σ_c W_o[o, h·dh + c]·v_e[h·dh + c], v_e = kv[e, d ..].
+template <class T>
+std::vector<T> value_projections(const ops::DenseCrossAttentionBlock& a, const T* kv, const T* out_w) {
+    const index_t nh = a.heads, dh = a.dh, d = a.d_model(), E = a.key_offsets[a.batch];
+    std::vector<T> U(static_cast<std::size_t>(E * nh * d));
+    parallel_for(E, [&](index_t e) {
+        const T* v = kv + e * 2 * d + d;
+        for (index_t h = 0; h < nh; ++h) {
+            T* u = U.data() + (e * nh + h) * d;
+            for (index_t o = 0; o < d; ++o) {
+                const T* wr = out_w + o * d + h * dh;
+                T acc = 0;
+                for (index_t c = 0; c < dh; ++c) acc += wr[c] * v[h * dh + c];
+                u[o] = acc;
+            }
+        }
+    }, E * nh * d * dh >= 131072 ? 2 : E + 1);
+    return U;
+}
+
+/// Σ a[i]·b[i] in 8 interleaved partial sums: independent chains the compiler can vectorise (one
+/// chain of n dependent adds costs n latencies).
+template <class T>
+inline T dot8(const T* a, const T* b, index_t n) {
+    T acc[8] = {};
+    index_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int u = 0; u < 8; ++u) acc[u] += a[i + u] * b[i + u];
+    T tail = 0;
+    for (; i < n; ++i) tail += a[i] * b[i];
+    return (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) + tail;
+}
+
+/// Σ f(j) for j < n in double, in 4 interleaved partial sums.
+template <class F>
+inline double sum4(index_t n, F&& f) {
+    double acc[4] = {};
+    index_t j = 0;
+    for (; j + 4 <= n; j += 4)
+        for (int u = 0; u < 4; ++u) acc[u] += f(j + u);
+    for (; j < n; ++j) acc[0] += f(j);
+    return (acc[0] + acc[2]) + (acc[1] + acc[3]);
+}
+
+/// LayerNorm of one row in double (as the LayerNorm op): xhat and 1/σ saved, y = w·xhat + b.
+template <class T>
+inline void layer_norm_row(const T* x, const T* w, const T* b, index_t d, double eps, T* xhat, T* rstd, T* y) {
+    const double mean = sum4(d, [&](index_t j) { return static_cast<double>(x[j]); }) / static_cast<double>(d);
+    const double var = sum4(d, [&](index_t j) {
+        const double c = x[j] - mean;
+        return c * c;
+    });
+    const double rs = math::inverse_rms(var, static_cast<double>(d), eps);
+    *rstd = static_cast<T>(rs);
+    for (index_t j = 0; j < d; ++j) {
+        const double h = (x[j] - mean) * rs;
+        xhat[j] = static_cast<T>(h);
+        y[j] = math::layer_norm_affine(h, w[j], b[j]);
+    }
+}
+
+/// LayerNorm backward of one row: dx = rstd·(g − mean g − xhat·mean(g·xhat)), g = dy·w (assigned);
+/// dw += dy·xhat and db += dy.
+template <class T>
+inline void layer_norm_row_backward(const T* dy, const T* xhat, T rstd, const T* w, index_t d, T* dx, T* dw, T* db) {
+    for (index_t j = 0; j < d; ++j) {
+        dw[j] += dy[j] * xhat[j];
+        db[j] += dy[j];
+    }
+    const double sg = sum4(d, [&](index_t j) { return static_cast<double>(dy[j]) * w[j]; }) / static_cast<double>(d);
+    const double sgh = sum4(d, [&](index_t j) { return static_cast<double>(dy[j]) * w[j] * xhat[j]; }) / static_cast<double>(d);
+    for (index_t j = 0; j < d; ++j)
+        dx[j] = static_cast<T>(math::layer_norm_input_grad(static_cast<double>(rstd), static_cast<double>(dy[j]) * w[j], sg, xhat[j], sgh));
+}
+
+/// y = act(x) and x := act'(x) (n elements): GELU through the vector kernel's single Φ where it runs.
+template <class T>
+inline void activation_value_and_derivative(ActivationKind kind, T* x, T* y, index_t n) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (kind == ActivationKind::gelu && simd_gelu_value_and_derivative(x, y, x, n)) return;
+    }
+    cpu_kernels::elementwise::activation_forward(kind, x, y, n);
+    std::vector<T> ones(static_cast<std::size_t>(n), T(1)), der(static_cast<std::size_t>(n), T(0));
+    cpu_kernels::elementwise::activation_backward(kind, x, ones.data(), der.data(), n);
+    std::copy(der.begin(), der.end(), x);
+}
+
+} // namespace celltx::cpu_detail
+
+namespace celltx::cpu_kernels {
+
+/// The CPU's fused dense Type I block (see backend/ops.hpp for the contracts).
+struct dense_cross_attention {
+    template <Scalar T>
+    static void dense_cross_attention_block_forward(const ops::DenseCrossAttentionBlock& a, const T* H, const T* q, const T* kv,
+                                                    ops::DenseCrossAttentionBlockWeights<T> w, T* y, ops::DenseCrossAttentionBlockSaved<T> s) {
+        using namespace cpu_detail;
+        const index_t N = a.genes, nh = a.heads, dh = a.dh, d = a.d_model(), ff = a.ff, Bn = a.batch;
+        if (N == 0 || Bn == 0) return;
+        const std::vector<T> U = value_projections(a, kv, w.out_w);
+        const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
+        index_t max_keys = 0;
+        for (index_t b = 0; b < Bn; ++b) max_keys = std::max(max_keys, a.key_offsets[b + 1] - a.key_offsets[b]);
+        const index_t C = dense_block_rows, tasks = (N + C - 1) / C;
+        parallel_for(tasks, [&](index_t t) {
+            const index_t g0 = t * C, c = std::min(C, N - g0);
+            std::vector<T> x1(static_cast<std::size_t>(c * d)), hid(static_cast<std::size_t>(c * ff)), f(static_cast<std::size_t>(c * d)),
+                sc(static_cast<std::size_t>(std::max<index_t>(max_keys, 1)));
+            for (index_t b = 0; b < Bn; ++b) {
+                const index_t k0 = a.key_offsets[b], tk = a.key_offsets[b + 1] - k0;
+                for (index_t i = 0; i < c; ++i) {
+                    const index_t g = g0 + i, r = b * N + g;
+                    T* xr = x1.data() + i * d;  // H[g] + a, then LN1's output
+                    std::copy_n(H + g * d, d, xr);
+                    T* lse = s.lse + r * nh;
+                    if (tk == 0) {
+                        std::fill_n(lse, nh, -std::numeric_limits<T>::infinity());
+                    } else {
+                        for (index_t h = 0; h < nh; ++h) {
+                            const T* qh = q + g * d + h * dh;
+                            T mx = -std::numeric_limits<T>::infinity();
+                            for (index_t j = 0; j < tk; ++j) {
+                                const T* k = kv + (k0 + j) * 2 * d + h * dh;
+                                T acc = 0;
+                                for (index_t cc = 0; cc < dh; ++cc) acc += (scale * qh[cc]) * k[cc];
+                                sc[static_cast<std::size_t>(j)] = acc;
+                                mx = std::max(mx, acc);
+                            }
+                            T l = 0;
+                            for (index_t j = 0; j < tk; ++j) l += (sc[static_cast<std::size_t>(j)] = std::exp(sc[static_cast<std::size_t>(j)] - mx));
+                            lse[h] = math::online_softmax_lse(mx, l);
+                            for (index_t j = 0; j < tk; ++j) {
+                                const T p = sc[static_cast<std::size_t>(j)] / l;
+                                const T* u = U.data() + ((k0 + j) * nh + h) * d;
+                                for (index_t o = 0; o < d; ++o) xr[o] += p * u[o];
+                            }
+                        }
+                        for (index_t o = 0; o < d; ++o) xr[o] += w.out_b[o];
+                    }
+                    layer_norm_row(xr, w.norm1_w, w.norm1_b, d, a.eps1, s.xhat1 + r * d, s.rstd1 + r, xr);
+                }
+                dense::gemm(false, true, c, ff, d, T(1), x1.data(), d, w.ffn0_w, d, T(0), hid.data(), ff);
+                for (index_t i = 0; i < c; ++i)
+                    for (index_t j = 0; j < ff; ++j) hid[static_cast<std::size_t>(i * ff + j)] += w.ffn0_b[j];
+                elementwise::activation_forward(a.activation, hid.data(), hid.data(), c * ff);
+                dense::gemm(false, true, c, d, ff, T(1), hid.data(), ff, w.ffn3_w, ff, T(0), f.data(), d);
+                for (index_t i = 0; i < c; ++i) {
+                    const index_t r = b * N + g0 + i;
+                    T* fr = f.data() + i * d;
+                    const T* xr = x1.data() + i * d;
+                    for (index_t o = 0; o < d; ++o) fr[o] = xr[o] + (fr[o] + w.ffn3_b[o]);
+                    layer_norm_row(fr, w.norm2_w, w.norm2_b, d, a.eps2, s.xhat2 + r * d, s.rstd2 + r, y + r * d);
+                }
+            }
+        });
+    }
+
+    template <Scalar T>
+    static void dense_cross_attention_block_backward(const ops::DenseCrossAttentionBlock& a, const T* H, const T* q, const T* kv,
+                                                     ops::DenseCrossAttentionBlockWeights<T> w, ops::DenseCrossAttentionBlockSaved<T> s,
+                                                     const T* dy, T* dq, T* dH, T* dkv, ops::DenseCrossAttentionBlockGrads<T> grads) {
+        using namespace cpu_detail;
+        (void)H;
+        const index_t N = a.genes, nh = a.heads, dh = a.dh, d = a.d_model(), ff = a.ff, Bn = a.batch;
+        const index_t E = Bn > 0 ? a.key_offsets[Bn] : 0;
+        const std::vector<T> U = value_projections(a, kv, w.out_w);
+        const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
+        index_t max_keys = 0;
+        for (index_t b = 0; b < Bn; ++b) max_keys = std::max(max_keys, a.key_offsets[b + 1] - a.key_offsets[b]);
+        // One partial per task, summed in task order: [ffn0_w | ffn0_b | ffn3_w | ffn3_b | norm1 w, b | norm2 w, b | out_b | dU | dK].
+        const index_t o_w0 = 0, o_b0 = o_w0 + ff * d, o_w3 = o_b0 + ff, o_b3 = o_w3 + d * ff, o_n1w = o_b3 + d, o_n1b = o_n1w + d,
+                      o_n2w = o_n1b + d, o_n2b = o_n2w + d, o_ob = o_n2b + d, o_dU = o_ob + d, o_dK = o_dU + E * nh * d, P = o_dK + E * d;
+        const index_t C = dense_block_rows, tasks = N > 0 ? (N + C - 1) / C : 0;
+        std::vector<T> partial(static_cast<std::size_t>(tasks * P), T(0));
+        parallel_for(tasks, [&](index_t t) {
+            T* pt = partial.data() + t * P;
+            const index_t g0 = t * C, c = std::min(C, N - g0);
+            const std::size_t cd = static_cast<std::size_t>(c * d), cf = static_cast<std::size_t>(c * ff);
+            std::vector<T> x1(cd), dr(cd), dx(cd), pre(cf), hid(cf), dhid(cf), p(static_cast<std::size_t>(std::max<index_t>(max_keys, 1))),
+                dp(p.size());
+            std::fill_n(dq + g0 * d, c * d, T(0));
+            for (index_t b = 0; b < Bn; ++b) {
+                const index_t k0 = a.key_offsets[b], tk = a.key_offsets[b + 1] - k0, r0 = b * N + g0;
+                // LN2 backward (into dr: the gradient of x + FFN(x)), and x = LN1's output from its saved xhat.
+                for (index_t i = 0; i < c; ++i) {
+                    const index_t r = r0 + i;
+                    layer_norm_row_backward(dy + r * d, s.xhat2 + r * d, s.rstd2[r], w.norm2_w, d, dr.data() + i * d, pt + o_n2w, pt + o_n2b);
+                    const T* xh = s.xhat1 + r * d;
+                    T* xr = x1.data() + i * d;
+                    for (index_t o = 0; o < d; ++o) xr[o] = math::layer_norm_affine(static_cast<double>(xh[o]), w.norm1_w[o], w.norm1_b[o]);
+                }
+                // FFN: recompute the hidden layer, then ffn.3 and ffn.0 backward; dx = dr + dpre·W0.
+                dense::gemm(false, true, c, ff, d, T(1), x1.data(), d, w.ffn0_w, d, T(0), pre.data(), ff);
+                for (index_t i = 0; i < c; ++i)
+                    for (index_t j = 0; j < ff; ++j) pre[static_cast<std::size_t>(i * ff + j)] += w.ffn0_b[j];
+                // hid = act(pre) and pre := act'(pre), in one pass where the vector GELU runs.
+                activation_value_and_derivative(a.activation, pre.data(), hid.data(), c * ff);
+                dense::gemm(true, false, d, ff, c, T(1), dr.data(), d, hid.data(), ff, T(1), pt + o_w3, ff);
+                dense::gemm(false, false, c, ff, d, T(1), dr.data(), d, w.ffn3_w, ff, T(0), dhid.data(), ff);
+                for (std::size_t e = 0; e < cf; ++e) hid[e] = dhid[e] * pre[e];  // hid becomes dpre
+                dense::gemm(true, false, ff, d, c, T(1), hid.data(), ff, x1.data(), d, T(1), pt + o_w0, d);
+                std::copy(dr.begin(), dr.end(), dx.begin());
+                dense::gemm(false, false, c, d, ff, T(1), hid.data(), ff, w.ffn0_w, d, T(1), dx.data(), d);
+                for (index_t i = 0; i < c; ++i) {
+                    for (index_t o = 0; o < d; ++o) pt[o_b3 + o] += dr[static_cast<std::size_t>(i * d + o)];
+                    for (index_t j = 0; j < ff; ++j) pt[o_b0 + j] += hid[static_cast<std::size_t>(i * ff + j)];
+                }
+                // LN1 backward (dr now holds the gradient of H[g] + a), the residual into dH, then the attention.
+                for (index_t i = 0; i < c; ++i) {
+                    const index_t g = g0 + i, r = r0 + i;
+                    T* da = dr.data() + i * d;
+                    layer_norm_row_backward(dx.data() + i * d, s.xhat1 + r * d, s.rstd1[r], w.norm1_w, d, da, pt + o_n1w, pt + o_n1b);
+                    T* dh_row = dH + g * d;
+                    for (index_t o = 0; o < d; ++o) dh_row[o] += da[o];
+                    if (tk == 0) continue;  // no keys: the attention output is the constant 0
+                    for (index_t o = 0; o < d; ++o) pt[o_ob + o] += da[o];
+                    for (index_t h = 0; h < nh; ++h) {
+                        const T* qh = q + g * d + h * dh;
+                        const T l = s.lse[r * nh + h];
+                        T D = 0;
+                        for (index_t j = 0; j < tk; ++j) {
+                            const T* k = kv + (k0 + j) * 2 * d + h * dh;
+                            T acc = 0;
+                            for (index_t cc = 0; cc < dh; ++cc) acc += (scale * qh[cc]) * k[cc];
+                            const T pj = std::exp(acc - l);
+                            const T* u = U.data() + ((k0 + j) * nh + h) * d;
+                            T* du = pt + o_dU + ((k0 + j) * nh + h) * d;
+                            const T g_u = dot8(da, u, d);
+                            for (index_t o = 0; o < d; ++o) du[o] += pj * da[o];
+                            p[static_cast<std::size_t>(j)] = pj;
+                            dp[static_cast<std::size_t>(j)] = g_u;
+                            D += pj * g_u;
+                        }
+                        T* dqh = dq + g * d + h * dh;
+                        for (index_t j = 0; j < tk; ++j) {
+                            const T ds = p[static_cast<std::size_t>(j)] * (dp[static_cast<std::size_t>(j)] - D) * scale;
+                            const T* k = kv + (k0 + j) * 2 * d + h * dh;
+                            T* dk = pt + o_dK + (k0 + j) * d + h * dh;
+                            for (index_t cc = 0; cc < dh; ++cc) {
+                                dqh[cc] += ds * k[cc];
+                                dk[cc] += ds * qh[cc];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        // The tasks' partials, summed in task order (each element by one thread).
+        std::vector<T> total(static_cast<std::size_t>(P));
+        const index_t chunk = 4096;
+        parallel_for((P + chunk - 1) / chunk, [&](index_t ci) {
+            const index_t e0 = ci * chunk, e1 = std::min(P, e0 + chunk);
+            for (index_t e = e0; e < e1; ++e) {
+                double acc = 0.0;
+                for (index_t t = 0; t < tasks; ++t) acc += partial[static_cast<std::size_t>(t * P + e)];
+                total[static_cast<std::size_t>(e)] = static_cast<T>(acc);
+            }
+        }, P >= 65536 ? 2 : P + 1);
+        const T* tot = total.data();
+        std::copy_n(tot + o_w0, ff * d, grads.ffn0_w);
+        std::copy_n(tot + o_b0, ff, grads.ffn0_b);
+        std::copy_n(tot + o_w3, d * ff, grads.ffn3_w);
+        std::copy_n(tot + o_b3, d, grads.ffn3_b);
+        std::copy_n(tot + o_n1w, d, grads.norm1_w);
+        std::copy_n(tot + o_n1b, d, grads.norm1_b);
+        std::copy_n(tot + o_n2w, d, grads.norm2_w);
+        std::copy_n(tot + o_n2b, d, grads.norm2_b);
+        std::copy_n(tot + o_ob, d, grads.out_b);
+        // Through U[e, h] = W_o[:, h]·v_e^h: dW_o[o, h·dh + c] = Σ_e dU[e, h, o]·v_e[h·dh + c]; dv_e[h·dh + c] = Σ_o W_o[o, h·dh + c]·dU[e, h, o].
+        const T* dU = tot + o_dU;
+        std::fill_n(grads.out_w, d * d, T(0));
+        for (index_t e = 0; e < E; ++e) {
+            const T* v = kv + e * 2 * d + d;
+            T* dk = dkv + e * 2 * d;
+            T* dv = dk + d;
+            std::copy_n(tot + o_dK + e * d, d, dk);
+            std::fill_n(dv, d, T(0));
+            for (index_t h = 0; h < nh; ++h) {
+                const T* du = dU + (e * nh + h) * d;
+                for (index_t o = 0; o < d; ++o) {
+                    T* gw = grads.out_w + o * d + h * dh;
+                    const T* wr = w.out_w + o * d + h * dh;
+                    for (index_t cc = 0; cc < dh; ++cc) {
+                        gw[cc] += du[o] * v[h * dh + cc];
+                        dv[h * dh + cc] += wr[cc] * du[o];
+                    }
+                }
+            }
+        }
+    }
+};
+
+} // namespace celltx::cpu_kernels
