@@ -287,7 +287,8 @@ int run_config(const std::string& name, int reps, int warmup) {
     }
     std::vector<double> sorted = ts;
     std::sort(sorted.begin(), sorted.end());
-    const double median = sorted[sorted.size() / 2];
+    const std::size_t mid = sorted.size() / 2;  // an even count takes the mean of the middle two, as Python's statistics.median
+    const double median = sorted.size() % 2 ? sorted[mid] : 0.5 * (sorted[mid - 1] + sorted[mid]);
     const std::string batch_json = batch.batch_size() > 0 ? fmt::format("{}", batch.batch_size()) : std::string("null");
     fmt::print("{{\"config\": \"{}\", \"genes\": {}, \"batch\": {}, \"threads\": {}, \"reps\": {}, \"warmup\": {}, \"median_s\": {:.4f}, "
                "\"min_s\": {:.4f}, \"max_s\": {:.4f}, \"gemm_gflop\": {:.3f}, \"gflops_per_s\": {:.2f}, \"tensor_peak_mb\": {:.1f}, "

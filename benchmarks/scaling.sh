@@ -128,7 +128,7 @@ write_dat() {  # file, x name, fixed-parameter sentence, rows
   {
     echo "# CGT training step (the anchor's work: encoder fwd+bwd + KL + Type I over all B*N rows + GI readout + Adam), $2; d=64, L=6, H=8, fp32"
     echo "# run: $date_start to $date_end (UTC), celltx $git_rev$git_dirty, $(nproc) cores ($cpu), $threads threads per process, each point its own process, celltx then PyTorch"
-    echo "# load average before: $load_before; after: $load_after"
+    echo "# load average before: $load_before; after: $load_after; niceness of the run: $(nice)"
     echo "# PyTorch $torch_version, blas_gflops $blas, address space capped at $MEM_CAP_GB GB (RLIMIT_AS); NaN: out of memory under the cap (or failed)"
     echo "# command: REPS=$reps THREADS=$threads benchmarks/scaling.sh $build"
     echo "#   celltx:  OMP_NUM_THREADS=$threads $build/benchmarks/cgt_train_step --config train_step --genes N --batch B --reps $reps --warmup 1"

@@ -52,7 +52,7 @@ plot c0t_min * (x / nx_min) ls 3 title 'slope N', \
      fileN using 1:2 with linespoints ls 1 title 'celltx', \
      fileN using 1:4 with linespoints ls 2 title 'PyTorch', \
      fileN using 1:(valid(4) ? NaN : oom_t) with points ls 2 pt 2 ps 2.5 notitle, \
-     fileN using 1:(valid(4) ? NaN : oom_t):("PyTorch\nout of memory") with labels offset 0,2.2 tc rgb '#d2542b' font ',10' notitle
+     fileN using 1:(valid(4) ? NaN : oom_t):("PyTorch\nOOM") with labels offset 0,2.2 tc rgb '#d2542b' font ',10' notitle
 
 # PyTorch's peak memory as a + b N + c N^2 through its measured points, drawn on to the sizes it could not hold
 # (with fewer than 3 measured points there is no fit, and the out-of-memory marks sit on the cap)
