@@ -144,6 +144,6 @@ cp "$raw" "$out/scaling_raw.jsonl"
 echo "# load after: $load_after" >&2
 
 gnuplot -e "datadir='$out'; plotdir='$plots'; cap_gb=$MEM_CAP_GB" "$root/docs/scaling/scaling.gp"
-column -t "$out/scaling_N.dat" | grep -v '^#' || true
+grep -v '^#' "$out/scaling_N.dat" | column -t || true
 grep -v '^#' "$out/scaling_B.dat" | column -t || true
 echo "scaling.sh: wrote $out/scaling_N.dat, $out/scaling_B.dat, $out/scaling_raw.jsonl, $plots/scaling_time_memory_vs_N.png, $plots/scaling_time_memory_vs_B.png" >&2
