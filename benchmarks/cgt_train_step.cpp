@@ -2,7 +2,7 @@
 // tokens, d = 64, L = 6, H = 8, float), per configuration, each in its own process so that the peak
 // RSS (getrusage ru_maxrss) is that configuration's:
 //   cgt_train_step   ONE training step as the issue states it: dropout 0.1, KL(Ã‖α) on layer 1 / head 0
-//                    for one graph (random, 20 edges per row, every row), Type I for B = 32 pairs, GI
+//                    for one graph (random, 20 edges per row, every row), Type I for B = 32 pairs (--batch), GI
 //                    readout, MSE + graph term, clip at 10, AdamW
 //   and the configurations of ../shared/anchors/torch_cgt_bench.py with the same shapes (dropout 0,
 //   KL on the last layer / head 0 over half of the rows of a random graph of 15..25 edges per row,
@@ -13,7 +13,7 @@
 //   typeI_B8/32/128  Type I transform + GI readout forward + backward of MSE (H_genes and h_CLS take gradients),
 //                    rows on demand (only the perturbed rows: what the model computes): a SHORTCUT
 //   typeI_all_B8/32  the same over all B·N rows (the anchor's work; B = 128 would hold ~4 GB)
-//   train_step       encoder + graph term + Type I over all B·N rows (B = 32) + readout + backward + Adam:
+//   train_step       encoder + graph term + Type I over all B·N rows (B = 32, --batch) + readout + backward + Adam:
 //                    exactly the anchor's train_step
 //   train_step_rows_on_demand   the same with Type I on the perturbed rows only (the model's own
 //                    train_step): a SHORTCUT, reported as its own row
@@ -23,8 +23,11 @@
 // they exist, so that a script can put both side by side. FLOPs are counted as the torch script does
 // (GEMM/matmul only, backward = 2x forward), for the work actually done: a rows-on-demand
 // configuration counts the rows it computed, not the anchor's B·N.
-//   cgt_train_step [--config NAME] [--reps 3] [--warmup 1] [--genes N]
-//   (no --config: every configuration, one process each; --genes: a smaller universe, e.g. 64 for a smoke run)
+//   cgt_train_step [--config NAME] [--reps 3] [--warmup 1] [--genes N] [--batch B]
+//   (no --config: every configuration, one process each; --genes: a smaller universe, e.g. 64 for a smoke run;
+//   --batch: the perturbation batch of the training-step configurations, cgt_train_step, train_step and
+//   train_step_rows_on_demand, default 32; the typeI_* configurations carry theirs in their names)
+// Every JSON line also names "genes" and "batch" (null where the configuration has no batch).
 #include <sys/resource.h>
 #include <algorithm>
 #include <chrono>
@@ -35,7 +38,9 @@
 #include <string>
 #include <vector>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/io/arguments.hpp"
 #include "celltx/models/cell_graph_transformer.hpp"
 #include "celltx/train/adam.hpp"
 #include "celltx/train/clip_grad.hpp"
@@ -45,9 +50,15 @@ using namespace celltx;
 namespace {
 
 index_t kGenes = 6607;  // --genes
+index_t kBatch = 32;    // --batch: the training-step configurations' perturbation batch
 constexpr index_t kD = 64, kFF = 4 * kD;
 constexpr int kLayers = 6, kHeads = 8;
 using Model = CellGraphTransformer<float, cpu, GeneEmbedding, PostNormEncoder, CrossAttentionTransform, GeneInteractionReadout>;
+
+/// The configurations that --batch sets.
+bool takes_batch(const std::string& name) {
+    return name == "cgt_train_step" || name == "train_step" || name == "train_step_rows_on_demand";
+}
 
 const std::vector<std::string> kConfigs{"sgemm_peak", "cgt_train_step", "enc_fwd_infer", "enc_fwd_train", "enc_fwdbwd",
                                         "typeI_B8",   "typeI_B32",      "typeI_B128",    "typeI_all_B8",  "typeI_all_B32",
@@ -158,15 +169,15 @@ int run_config(const std::string& name, int reps, int warmup) {
         model = std::make_unique<Model>(published(0.1));
         model->add_graph(random_graph(20, 20, 5), {{1}, 0, 1e-3}, "random20");
         adamw = std::make_unique<train::AdamW<float>>(*model, train::AdamWOptions{.lr = 5e-4, .weight_decay = 1e-8});
-        batch = random_batch(32, 2, 11);
-        y = random_labels(32, 12);
+        batch = random_batch(kBatch, 2, 11);
+        y = random_labels(kBatch, 12);
         b.run = [&](std::uint64_t step) {
             model->train_step(batch, {CgtTarget<float>{y.cview()}}, mse, Context::train(3, step), [&] {
                 train::clip_grad_norm<float>(*model, 10.0);
                 adamw->step();
             });
         };
-        b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(32, 2));  // the model's step: the perturbed rows
+        b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(static_cast<double>(kBatch), 2));  // the model's step: the perturbed rows
         b.extra = [&] { return fmt::format(", \"params\": {}{}", parameter_count<float>(*model), graph_fields(*model, 1)); };
     } else if (name.starts_with("enc_")) {
         torch_like_model();
@@ -220,19 +231,19 @@ int run_config(const std::string& name, int reps, int warmup) {
     } else if (name == "train_step_rows_on_demand") {
         torch_like_model();
         adam = std::make_unique<train::Adam<float>>(*model, train::AdamOptions{.lr = 1e-3});
-        batch = random_batch(32, 2, 15);
-        y = random_labels(32, 16);
+        batch = random_batch(kBatch, 2, 15);
+        y = random_labels(kBatch, 16);
         b.run = [&](std::uint64_t step) {
             model->train_step(batch, {CgtTarget<float>{y.cview()}}, mse, Context::train(3, step), [&] { adam->step(); });
         };
-        b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(32, 2));
+        b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(static_cast<double>(kBatch), 2));
         b.extra = [&] { return fmt::format(", \"params\": {}{}", parameter_count<float>(*model), graph_fields(*model, kLayers - 1)); };
     } else if (name == "train_step") {
         // The anchor's step, part by part: the model's forward/backward with Type I over every row.
         torch_like_model();
         adam = std::make_unique<train::Adam<float>>(*model, train::AdamOptions{.lr = 1e-3});
-        batch = random_batch(32, 2, 15);
-        y = random_labels(32, 16);
+        batch = random_batch(kBatch, 2, 15);
+        y = random_labels(kBatch, 16);
         b.run = [&](std::uint64_t step) {
             const Context ctx = Context::train(3, step);
             const index_t N = kGenes;
@@ -256,7 +267,7 @@ int run_config(const std::string& name, int reps, int warmup) {
             model->embedding.backward(dX.cview());
             adam->step();
         };
-        b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(32));
+        b.flops = 3 * (enc_fwd_flops() + typeI_fwd_flops(static_cast<double>(kBatch)));
         b.extra = [&] { return fmt::format(", \"params\": {}{}", parameter_count<float>(*model), graph_fields(*model, kLayers - 1)); };
     } else {
         std::fprintf(stderr, "unknown config %s\n", name.c_str());
@@ -276,10 +287,13 @@ int run_config(const std::string& name, int reps, int warmup) {
     }
     std::vector<double> sorted = ts;
     std::sort(sorted.begin(), sorted.end());
-    const double median = sorted[sorted.size() / 2];
-    fmt::print("{{\"config\": \"{}\", \"threads\": {}, \"reps\": {}, \"warmup\": {}, \"median_s\": {:.4f}, \"min_s\": {:.4f}, \"max_s\": {:.4f}, "
-               "\"gemm_gflop\": {:.3f}, \"gflops_per_s\": {:.2f}, \"tensor_peak_mb\": {:.1f}, \"peak_rss_mb\": {:.1f}, \"rss_setup_mb\": {:.1f}{}}}\n",
-               name, cpu_detail::max_threads(), reps, warmup, median, sorted.front(), sorted.back(), b.flops / 1e9, b.flops / median / 1e9,
+    const std::size_t mid = sorted.size() / 2;  // an even count takes the mean of the middle two, as Python's statistics.median
+    const double median = sorted.size() % 2 ? sorted[mid] : 0.5 * (sorted[mid - 1] + sorted[mid]);
+    const std::string batch_json = batch.batch_size() > 0 ? fmt::format("{}", batch.batch_size()) : std::string("null");
+    fmt::print("{{\"config\": \"{}\", \"genes\": {}, \"batch\": {}, \"threads\": {}, \"reps\": {}, \"warmup\": {}, \"median_s\": {:.4f}, "
+               "\"min_s\": {:.4f}, \"max_s\": {:.4f}, \"gemm_gflop\": {:.3f}, \"gflops_per_s\": {:.2f}, \"tensor_peak_mb\": {:.1f}, "
+               "\"peak_rss_mb\": {:.1f}, \"rss_setup_mb\": {:.1f}{}}}\n",
+               name, kGenes, batch_json, cpu_detail::max_threads(), reps, warmup, median, sorted.front(), sorted.back(), b.flops / 1e9, b.flops / median / 1e9,
                static_cast<double>(stats.peak.load()) / 1e6, rss_mb(), rss_setup, b.extra());
     std::fflush(stdout);
     return 0;
@@ -288,25 +302,47 @@ int run_config(const std::string& name, int reps, int warmup) {
 } // namespace
 
 int main(int argc, char** argv) try {
+    io::CommandLine args(argc, argv, 1);
+    if (args.help()) {
+        fmt::print("usage: cgt_train_step [--config NAME] [--reps N] [--warmup N] [--genes N] [--batch B]\n"
+                   "configurations: {}\n(see the header of benchmarks/cgt_train_step.cpp)\n", fmt::join(kConfigs, ", "));
+        return 0;
+    }
+    // "--name VALUE" as a T in [lo, hi] into `out`; true when given. A bad value is a usage error.
+    const auto number = [&args]<class T>(const std::string& name, T& out, T lo, T hi) {
+        const auto v = args.value(name);
+        if (!v) return false;
+        try {
+            out = io::parse_number<T>(*v, name, lo, hi);
+        } catch (const io::UsageError&) {
+            throw;
+        } catch (const Error& e) {
+            throw io::UsageError(e.what());
+        }
+        return true;
+    };
     std::string config;
     int reps = 3, warmup = 1;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const std::string a = argv[i];
-        if (a == "--config") config = argv[i + 1];
-        else if (a == "--reps") reps = std::atoi(argv[i + 1]);
-        else if (a == "--warmup") warmup = std::atoi(argv[i + 1]);
-        else if (a == "--genes") kGenes = std::atoll(argv[i + 1]);
-        else throw Error(fmt::format("unknown argument {} (use --config NAME, --reps N, --warmup N, --genes N)", a));
-    }
-    if (kGenes < 32) throw Error(fmt::format("--genes {}: at least 32 (the random graphs have up to 25 edges per row)", kGenes));
-    if (!config.empty()) return run_config(config, std::max(reps, 1), std::max(warmup, 0));
+    args.get("--config", config);
+    number("--reps", reps, 1, 1000000);
+    number("--warmup", warmup, 0, 1000000);
+    number("--genes", kGenes, index_t{32}, index_t{10000000});  // the random graphs have up to 25 edges per row
+    const bool batch_given = number("--batch", kBatch, index_t{1}, index_t{65536});
+    args.finish();
+    if (!config.empty() && std::find(kConfigs.begin(), kConfigs.end(), config) == kConfigs.end())
+        throw io::UsageError(fmt::format("--config: '{}' is not one of {}", config, fmt::join(kConfigs, ", ")));
+    if (batch_given && !config.empty() && !takes_batch(config))
+        throw io::UsageError(fmt::format("--batch is for cgt_train_step, train_step and train_step_rows_on_demand, not {}{}", config,
+                                         config.starts_with("typeI_") ? " (its batch is in its name)" : ""));
+    if (!config.empty()) return run_config(config, reps, warmup);
     // Driver: one process per configuration, so that each ru_maxrss is its own.
-    fmt::print("# celltx CGT, N={} (T={}), d={}, L={}, H={}, float, {} threads; encoder forward GEMM {:.2f} GFLOP\n", kGenes, kGenes + 1, kD,
-               kLayers, kHeads, cpu_detail::max_threads(), enc_fwd_flops() / 1e9);
+    fmt::print("# celltx CGT, N={} (T={}), d={}, L={}, H={}, float, {} threads; encoder forward GEMM {:.2f} GFLOP; training-step batch {}\n",
+               kGenes, kGenes + 1, kD, kLayers, kHeads, cpu_detail::max_threads(), enc_fwd_flops() / 1e9, kBatch);
     std::fflush(stdout);
     int failures = 0;
     for (const auto& c : kConfigs) {
-        const std::string cmd = fmt::format("\"{}\" --config {} --reps {} --warmup {} --genes {}", argv[0], c, reps, warmup, kGenes);
+        const std::string batch_opt = takes_batch(c) ? fmt::format(" --batch {}", kBatch) : std::string();
+        const std::string cmd = fmt::format("\"{}\" --config {} --reps {} --warmup {} --genes {}{}", argv[0], c, reps, warmup, kGenes, batch_opt);
         if (std::system(cmd.c_str()) != 0) {
             fmt::print("{{\"config\": \"{}\", \"failed\": true}}\n", c);
             ++failures;
@@ -314,6 +350,9 @@ int main(int argc, char** argv) try {
         std::fflush(stdout);
     }
     return failures == 0 ? 0 : 1;
+} catch (const io::UsageError& e) {
+    std::fprintf(stderr, "cgt_train_step: %s (see --help)\n", e.what());
+    return 2;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "cgt_train_step: %s\n", e.what());
     return 1;
