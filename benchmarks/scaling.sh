@@ -16,7 +16,8 @@
 # Usage (after building cgt_train_step; needs python3-torch, libopenblas0-pthread and gnuplot-nox):
 #   benchmarks/scaling.sh [build-dir]
 #   REPS=2 THREADS=2 NS="1000 2000 4000 6607 13000 20000" BS="8 16 32 64 128 256" N_FIXED=6607 B_FIXED=32
-#   ANCHOR=../shared/anchors/torch_cgt_bench.py MEM_CAP_GB=22 OUT=docs/scaling PLOTS=docs override the defaults.
+#   ANCHOR=../shared/anchors/torch_cgt_bench.py MEM_CAP_GB=22 OUT=docs/scaling PLOTS=docs override the defaults;
+#   ANCHOR_FROM=FILE takes PyTorch's points from an earlier run's raw lines (FILE) and runs only celltx.
 # The whole sweep takes about 20 minutes on the 2-core machine.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,6 +32,7 @@ b_fixed=${B_FIXED:-32}    # B of the N sweep
 anchor=${ANCHOR:-$root/../shared/anchors/torch_cgt_bench.py}
 out=${OUT:-$root/docs/scaling}
 plots=${PLOTS:-$root/docs}
+anchor_from=${ANCHOR_FROM:-}  # an earlier run's scaling_raw.jsonl: take PyTorch's points from it, run only ours
 cgt="$build/benchmarks/cgt_train_step"
 driver="$here/anchor_scaling.py"
 python=/usr/bin/python3
@@ -53,6 +55,13 @@ mkdir -p "$out" "$plots"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+anchor_from_note=
+if [ -n "$anchor_from" ]; then
+  [ -f "$anchor_from" ] || die "ANCHOR_FROM=$anchor_from: no such file"
+  cp "$anchor_from" "$tmp/anchor_from.jsonl"
+  anchor_from_note="$anchor_from ($(grep -m1 '^# run:' "$out/scaling_N.dat" 2>/dev/null | sed 's/^# run: //; s/, celltx.*//'))"
+  anchor_from="$tmp/anchor_from.jsonl"
+fi
 raw="$tmp/raw.jsonl"
 : > "$raw"
 json_line() { grep '^{' | tail -1 || true; }
@@ -86,10 +95,27 @@ point() {
   fi
   echo "{\"side\": \"celltx\", \"load_before\": \"$load\", \"result\": $ours}" >> "$raw"
   load=$(cut -d' ' -f1-3 /proc/loadavg)
-  echo "# N=$n B=$b: PyTorch (load $load)" >&2
   rc=0
-  theirs=$("$python" "$driver" --anchor "$anchor" --genes "$n" --batch "$b" --reps "$reps" --warmup 1 --threads "$threads" \
-           --mem-cap-gb "$MEM_CAP_GB" 2> "$tmp/err" | json_line) || rc=$?
+  if [ -n "$anchor_from" ]; then
+    # The anchor's figure of this point from an earlier run's raw lines (PyTorch's side did not change).
+    load=$("$python" -c '
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["side"] == "torch" and r["result"].get("genes") == int(sys.argv[2]) and r["result"].get("batch") == int(sys.argv[3]):
+        print(r["load_before"]); break' "$anchor_from" "$n" "$b")
+    theirs=$("$python" -c '
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["side"] == "torch" and r["result"].get("genes") == int(sys.argv[2]) and r["result"].get("batch") == int(sys.argv[3]):
+        print(json.dumps(r["result"])); break' "$anchor_from" "$n" "$b")
+    [ -n "$theirs" ] || die "ANCHOR_FROM=$anchor_from has no PyTorch point N=$n B=$b"
+  else
+    echo "# N=$n B=$b: PyTorch (load $load)" >&2
+    theirs=$("$python" "$driver" --anchor "$anchor" --genes "$n" --batch "$b" --reps "$reps" --warmup 1 --threads "$threads" \
+             --mem-cap-gb "$MEM_CAP_GB" 2> "$tmp/err" | json_line) || rc=$?
+  fi
   if [ "$rc" -ne 0 ] || [ -z "$theirs" ]; then
     # Killed (e.g. by the kernel's OOM killer, exit 137) or failed: no figure, and say why.
     echo "# PyTorch failed at N=$n B=$b (exit $rc): $(tail -c 300 "$tmp/err")" >&2
@@ -130,6 +156,7 @@ write_dat() {  # file, x name, fixed-parameter sentence, rows
     echo "# run: $date_start to $date_end (UTC), celltx $git_rev$git_dirty, $(nproc) cores ($cpu), $threads threads per process, each point its own process, celltx then PyTorch"
     echo "# load average before: $load_before; after: $load_after; niceness of the run: $(nice)"
     echo "# PyTorch $torch_version, blas_gflops $blas, address space capped at $MEM_CAP_GB GB (RLIMIT_AS); NaN: out of memory under the cap (or failed)"
+    [ -z "$anchor_from" ] || echo "# PyTorch's points (and the load before each) taken from an earlier run: ANCHOR_FROM=$anchor_from_note"
     echo "# command: REPS=$reps THREADS=$threads benchmarks/scaling.sh $build"
     echo "#   celltx:  OMP_NUM_THREADS=$threads $build/benchmarks/cgt_train_step --config train_step --genes N --batch B --reps $reps --warmup 1"
     echo "#   PyTorch: /usr/bin/python3 benchmarks/anchor_scaling.py --anchor ../shared/anchors/torch_cgt_bench.py --genes N --batch B --reps $reps --warmup 1 --threads $threads --mem-cap-gb $MEM_CAP_GB"

@@ -1,8 +1,9 @@
 #pragma once
 // The attention at head width 8 in float on AVX2 / AVX-512 CPUs (the CGT's 8 heads of a 64-wide
 // model): a GEMM-shaped block product of width 8 wastes most of the machine, so these kernels keep
-// the scores of a vector of keys in a register, 8 FMAs per score vector, and exponentiate with
-// vexp (simd.hpp). Keys and values are packed once per call, transposed, per (batch item, kv head).
+// the scores of a vector of keys in a register, 8 FMAs per score vector, in base 2 (the queries
+// carry log2 e, so the exponential is vexp2_softmax: two exact subtractions of range reduction;
+// the backward's −LSE and −(D − c) enter as FMA addends). Keys and values are packed once per call, transposed, per (batch item, kv head).
 //  - forward: tasks are (batch item, head, 64 query rows); a row sweeps the keys in blocks of 256
 //    with an online softmax (one running maximum per row);
 //  - backward, from the forward's LSE: tasks (batch item, kv head, 64 keys) own dK, dV and loop over
@@ -71,19 +72,19 @@ inline void forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, 
 #endif
 }
 
-inline void backward_dq_rows(const AttentionPack8& kv, const float* q, index_t ldq, const float* g, index_t ldg, const float* lse, const float* dc,
+inline void backward_dq_rows(const AttentionPack8& kv, const float* q, index_t ldq, const float* g, index_t ldg, const float* neg_lse2, const float* neg_dc,
                              index_t rows, float scale, float* dq, index_t lddq) {
 #if CELLTX_SIMD
-    if (simd_level() == SimdLevel::avx512) simd_avx512::attn8_backward_dq_rows(kv, q, ldq, g, ldg, lse, dc, rows, scale, dq, lddq);
-    else simd_avx2::attn8_backward_dq_rows(kv, q, ldq, g, ldg, lse, dc, rows, scale, dq, lddq);
+    if (simd_level() == SimdLevel::avx512) simd_avx512::attn8_backward_dq_rows(kv, q, ldq, g, ldg, neg_lse2, neg_dc, rows, scale, dq, lddq);
+    else simd_avx2::attn8_backward_dq_rows(kv, q, ldq, g, ldg, neg_lse2, neg_dc, rows, scale, dq, lddq);
 #endif
 }
 
-inline void backward_dkv(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* qs, const float* gs, const float* lse, const float* dc,
+inline void backward_dkv(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* qs, const float* gs, const float* neg_lse2, const float* neg_dc,
                          index_t tq, float* dkt, float* dvt) {
 #if CELLTX_SIMD
-    if (simd_level() == SimdLevel::avx512) simd_avx512::attn8_backward_dkv(kv, j0, nkeys, qs, gs, lse, dc, tq, dkt, dvt);
-    else simd_avx2::attn8_backward_dkv(kv, j0, nkeys, qs, gs, lse, dc, tq, dkt, dvt);
+    if (simd_level() == SimdLevel::avx512) simd_avx512::attn8_backward_dkv(kv, j0, nkeys, qs, gs, neg_lse2, neg_dc, tq, dkt, dvt);
+    else simd_avx2::attn8_backward_dkv(kv, j0, nkeys, qs, gs, neg_lse2, neg_dc, tq, dkt, dvt);
 #endif
 }
 
@@ -109,25 +110,29 @@ inline void backward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<c
     const Tensor<float> pack = pack_keys(d, k, v);
     const float scale = static_cast<float>(d.softmax_scale());
     const index_t group = d.group();
-    // Per (batch item, head): the scaled queries and dO packed [tq][8], and D_i − c_i [tq].
-    const index_t per_head = 17 * d.tq;
+    // Per (batch item, head): the queries times scale·log2 e and dO packed [tq][8], −(D_i − c_i) [tq] and
+    // −LSE in base 2 [tq] (the kernels' scores are in base 2; both enter as an FMA's addend).
+    const index_t per_head = 18 * d.tq;
+    constexpr float log2e = 1.44269504088896341f;
     Tensor<float> qpack = Tensor<float>::uninitialized(Shape{d.batch * d.hq * per_head});
     parallel_for(d.batch * d.hq, [&](index_t task) {
         const index_t b = task / d.hq, h = task % d.hq;
         float* qs = qpack.data() + task * per_head;
         float* gs = qs + 8 * d.tq;
         float* dc = gs + 8 * d.tq;
+        float* lse2 = dc + d.tq;
         for (index_t i = 0; i < d.tq; ++i) {
+            lse2[i] = -(lse[task * d.tq + i] * log2e);
             const float* qi = q.data + (b * d.tq + i) * q.ld + h * 8;
             const float* gi = dout.data + (b * d.tq + i) * dout.ld + h * 8;
             const float* oi = o.data + (b * d.tq + i) * o.ld + h * 8;
             float s = 0.0f;
             for (index_t e = 0; e < 8; ++e) {
-                qs[i * 8 + e] = scale * qi[e];
+                qs[i * 8 + e] = (scale * log2e) * qi[e];
                 gs[i * 8 + e] = gi[e];
                 s += oi[e] * gi[e];
             }
-            dc[i] = coef ? s - coef[task * d.tq + i] : s;
+            dc[i] = -(coef ? s - coef[task * d.tq + i] : s);
         }
     }, d.batch * d.hq * d.tq < 4096 ? d.batch * d.hq + 1 : 2);
 
@@ -143,12 +148,13 @@ inline void backward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<c
             for (index_t hh = 0; hh < group; ++hh) {
                 const index_t h = g * group + hh;
                 const float* qs = qpack.data() + (b * d.hq + h) * per_head;
-                backward_dkv(kv, j0, n, qs, qs + 8 * d.tq, lse + (b * d.hq + h) * d.tq, qs + 16 * d.tq, d.tq, dkt, dvt);
+                backward_dkv(kv, j0, n, qs, qs + 8 * d.tq, qs + 17 * d.tq, qs + 16 * d.tq, d.tq, dkt, dvt);
             }
             for (index_t c = 0; c < n; ++c) {
                 float* dkj = dk.data + (b * d.tk + j0 + c) * dk.ld + g * 8;
                 float* dvj = dv.data + (b * d.tk + j0 + c) * dv.ld + g * 8;
-                for (index_t e = 0; e < 8; ++e) dkj[e] = dkt[e * 64 + c], dvj[e] = dvt[e * 64 + c];
+                // dK accumulated against the queries times log2 e: back to natural units.
+                for (index_t e = 0; e < 8; ++e) dkj[e] = dkt[e * 64 + c] * 0.693147180559945309f, dvj[e] = dvt[e * 64 + c];
             }
             return;
         }
@@ -157,7 +163,7 @@ inline void backward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<c
         const index_t rows = std::min(rows_per_task, d.tq - i0);
         const float* qs = qpack.data() + (b * d.hq + h) * per_head;
         backward_dq_rows(pack_of(pack, d, b, h / group), q.data + (b * d.tq + i0) * q.ld + h * 8, q.ld,
-                         dout.data + (b * d.tq + i0) * dout.ld + h * 8, dout.ld, lse + (b * d.hq + h) * d.tq + i0, qs + 16 * d.tq + i0, rows,
+                         dout.data + (b * d.tq + i0) * dout.ld + h * 8, dout.ld, qs + 17 * d.tq + i0, qs + 16 * d.tq + i0, rows,
                          scale, dq.data + (b * d.tq + i0) * dq.ld + h * 8, dq.ld);
     });
 }

@@ -151,12 +151,12 @@ inline bool simd_gelu_backward(const float* x, const float* dy, float* dx, index
     return false;
 }
 
-/// y[i] = exp(x[i]) through the softmax kernels' vexp_softmax; false when no vector level runs.
-inline bool simd_exp_softmax(const float* x, float* y, index_t n) {
+/// y[i] = 2^x[i] through the softmax kernels' vexp2_softmax; false when no vector level runs.
+inline bool simd_exp2_softmax(const float* x, float* y, index_t n) {
 #if CELLTX_SIMD
     switch (simd_level()) {
-        case SimdLevel::avx512: simd_avx512::exp_softmax_array(x, y, n); return true;
-        case SimdLevel::avx2: simd_avx2::exp_softmax_array(x, y, n); return true;
+        case SimdLevel::avx512: simd_avx512::exp2_softmax_array(x, y, n); return true;
+        case SimdLevel::avx2: simd_avx2::exp2_softmax_array(x, y, n); return true;
         default: break;
     }
 #endif

@@ -86,24 +86,23 @@ inline vf vexp(vf x) {
     return vzero_below(vmul(p, vpow2(ni)), x, lo);
 }
 
-/// exp(x) for the softmax kernels, whose arguments are s − max or s − lse (at most a rounding above
-/// 0, −inf for padding): vexp's range reduction and polynomial, so the same value wherever
-/// x >= ln(FLT_MIN), in 4 fewer instructions. n comes from adding 1.5·2²³ + 127 (the rounding of
-/// the conversion, and 2ⁿ is that sum's bits shifted); below ln(FLT_MIN), including −inf, it gives
-/// about 1e-38 instead of 0, and above 88 it is not defined.
-inline vf vexp_softmax(vf x) {
-    x = vmax(x, vset(-87.33654f));
+/// 2^x for the softmax kernels, which keep scores in base-2 units (the queries carry log2(e)), so
+/// that the range reduction is two exact subtractions: x = n + r, |r| <= 1/2, n from adding
+/// 1.5·2²³ + 127 (whose bits, shifted, are 2ⁿ), 2^r by vexp's polynomial with its coefficients
+/// times ln2^k (1.9e-8 relative before rounding). Arguments are s − max or s − lse: at most a
+/// rounding above 0, −inf for padding; below −126 (−inf included) it gives about 1.2e-38 instead
+/// of 0; above 127 it is not defined.
+inline vf vexp2_softmax(vf x) {
+    x = vmax(x, vset(-126.0f));
     const vf magic = vset(12583039.0f);  // 0x1.8p23 + 127
-    const vf t = vadd(vmul(x, vset(1.44269504088896341f)), magic);
-    const vf n = vsub(t, magic);
-    vf r = vfnma(n, vset(0.693359375f), x);
-    r = vfnma(n, vset(-2.12194440e-4f), r);
-    vf p = vset(0.00139421598337f);
-    p = vfma(p, r, vset(0.00837596822631f));
-    p = vfma(p, r, vset(0.0416663401422f));
-    p = vfma(p, r, vset(0.166664053026f));
-    p = vfma(p, r, vset(0.500000005002f));
-    p = vfma(p, r, vset(1.00000004004f));
+    const vf t = vadd(x, magic);
+    const vf r = vsub(x, vsub(t, magic));
+    vf p = vset(0.000154626105f);
+    p = vfma(p, r, vset(0.00134017749f));
+    p = vfma(p, r, vset(0.00961805414f));
+    p = vfma(p, r, vset(0.055503238f));
+    p = vfma(p, r, vset(0.240226507f));
+    p = vfma(p, r, vset(0.693147182f));
     p = vfma(p, r, vset(1.0f));
 #if CELLTX_SIMD_W == 16
     const vf scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23));
@@ -215,13 +214,13 @@ inline void gelu_backward(const float* x, const float* dy, float* dx, index_t n)
     }
 }
 
-inline void exp_softmax_array(const float* x, float* y, index_t n) {
+inline void exp2_softmax_array(const float* x, float* y, index_t n) {
     index_t i = 0;
-    for (; i + W <= n; i += W) vstore(y + i, vexp_softmax(vload(x + i)));
+    for (; i + W <= n; i += W) vstore(y + i, vexp2_softmax(vload(x + i)));
     if (i < n) {
         alignas(64) float buf[W] = {};
         for (index_t k = i; k < n; ++k) buf[k - i] = x[k];
-        vstore(buf, vexp_softmax(vload(buf)));
+        vstore(buf, vexp2_softmax(vload(buf)));
         for (index_t k = i; k < n; ++k) y[k] = buf[k - i];
     }
 }
@@ -271,23 +270,25 @@ inline void attn8_forward_vectors(Attn8RowState& st, const vf (&qb)[8], const At
     for (int b = 1; b < NB; ++b) mx = vmax(mx, s[b]);
     const float bm = vhmax(mx);
     if (bm > st.m) {
-        const vf corr = vset(std::exp(st.m - bm));  // 0 on the first block (m = −inf)
+        const vf corr = vset(std::exp2(st.m - bm));  // 0 on the first block (m = −inf)
         for (int e = 0; e < 8; ++e) st.acc[e] = vmul(st.acc[e], corr);
         st.l = vmul(st.l, corr);
         st.m = bm;
     }
     const vf mv = vset(st.m);
     for (int b = 0; b < NB; ++b) {
-        const vf p = vexp_softmax(vsub(s[b], mv));
+        const vf p = vexp2_softmax(vsub(s[b], mv));
         st.l = vadd(st.l, p);
         const index_t j = j0 + b * W;
         for (int e = 0; e < 8; ++e) st.acc[e] = vfma(p, vload(kv.vt + e * kv.tkpad + j), st.acc[e]);
     }
 }
 
-/// O and LSE of `rows` query rows of one head: q row r at q + r·ldq (8 floats), o likewise; lse[r].
+/// O and LSE of `rows` query rows of one head: q row r at q + r·ldq (8 floats), o likewise; lse[r]
+/// (natural log; the sweep keeps scores and maxima in base 2).
 inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo,
                                float* lse) {
+    const float scale2 = scale * 1.44269504088896341f;
     constexpr index_t max_rows = 64;
     Attn8RowState state[max_rows];
     for (index_t r = 0; r < rows; ++r) {
@@ -302,7 +303,7 @@ inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t
         for (index_t r = 0; r < rows; ++r) {
             const float* qr = q + r * ldq;
             vf qb[8];
-            for (int e = 0; e < 8; ++e) qb[e] = vset(scale * qr[e]);
+            for (int e = 0; e < 8; ++e) qb[e] = vset(scale2 * qr[e]);
             Attn8RowState st = state[r];
             index_t c = c0;
             for (; c + 4 <= c1 && !(padded && c + 4 == nv); c += 4) attn8_forward_vectors<4>(st, qb, kv, c * W, false);
@@ -313,14 +314,15 @@ inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t
     for (index_t r = 0; r < rows; ++r) {
         const float l = vhsum(state[r].l);
         for (int e = 0; e < 8; ++e) o[r * ldo + e] = vhsum(state[r].acc[e]) / l;
-        lse[r] = state[r].m + std::log(l);
+        lse[r] = (state[r].m + std::log2(l)) * 0.693147180559945309f;
     }
 }
 
 /// dQ (assigned) of `rows` query rows of one head: dq_i = scale·Σ_j P_ij (dP_ij − dc_i) K_j with
-/// dP_ij = dO_i·V_j and P_ij = exp(s_ij − lse_i).
-inline void attn8_backward_dq_rows(const AttentionPack8& kv, const float* q, index_t ldq, const float* g, index_t ldg, const float* lse,
-                                   const float* dc, index_t rows, float scale, float* dq, index_t lddq) {
+/// dP_ij = dO_i·V_j and P_ij = 2^(s_ij·log2 e − lse2_i); neg_lse2 = −lse·log2 e, neg_dc = −dc.
+inline void attn8_backward_dq_rows(const AttentionPack8& kv, const float* q, index_t ldq, const float* g, index_t ldg, const float* neg_lse2,
+                                   const float* neg_dc, index_t rows, float scale, float* dq, index_t lddq) {
+    const float scale2 = scale * 1.44269504088896341f;
     constexpr index_t max_rows = 64;
     vf acc[max_rows][8];
     for (index_t r = 0; r < rows; ++r)
@@ -333,16 +335,17 @@ inline void attn8_backward_dq_rows(const AttentionPack8& kv, const float* q, ind
             const float* qr = q + r * ldq;
             const float* gr = g + r * ldg;
             vf qb[8], gb[8], a[8];
-            for (int e = 0; e < 8; ++e) qb[e] = vset(scale * qr[e]), gb[e] = vset(gr[e]), a[e] = acc[r][e];
-            const vf lv = vset(lse[r]), dcv = vset(dc[r]);
+            for (int e = 0; e < 8; ++e) qb[e] = vset(scale2 * qr[e]), gb[e] = vset(gr[e]), a[e] = acc[r][e];
+            const vf lv = vset(neg_lse2[r]), dcv = vset(neg_dc[r]);
             for (index_t c = c0; c < c1; ++c) {
                 const index_t j = c * W;
-                vf s = attn8_score(qb, kv.kt, kv.tkpad, j);
+                vf s = vfma(qb[0], vload(kv.kt + j), lv);  // s − lse from the start
+                for (int e = 1; e < 8; ++e) s = vfma(qb[e], vload(kv.kt + e * kv.tkpad + j), s);
                 if (padded && c == nv - 1) s = vadd(s, vload(kv.kbias + j));
-                const vf p = vexp_softmax(vsub(s, lv));
-                vf dp = vmul(gb[0], vload(kv.vt + j));
+                const vf p = vexp2_softmax(s);
+                vf dp = vfma(gb[0], vload(kv.vt + j), dcv);  // dP − dc from the start
                 for (int e = 1; e < 8; ++e) dp = vfma(gb[e], vload(kv.vt + e * kv.tkpad + j), dp);
-                const vf ds = vmul(p, vsub(dp, dcv));
+                const vf ds = vmul(p, dp);
                 for (int e = 0; e < 8; ++e) a[e] = vfma(ds, vload(kv.kt + e * kv.tkpad + j), a[e]);
             }
             for (int e = 0; e < 8; ++e) acc[r][e] = a[e];
@@ -353,30 +356,34 @@ inline void attn8_backward_dq_rows(const AttentionPack8& kv, const float* q, ind
 }
 
 /// dK, dV of the keys [j0, j0 + nkeys) (j0 a multiple of W, nkeys <= 64) from one query head, ADDED
-/// into dkt/dvt [8][64] (e-major, key j0 + c at column c). qs: the head's queries times scale, packed
-/// [tq][8]; gs: its dO, packed [tq][8]; lse, dc: [tq].
-inline void attn8_backward_dkv(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* qs, const float* gs, const float* lse,
-                               const float* dc, index_t tq, float* dkt, float* dvt) {
+/// into dkt/dvt [8][64] (e-major, key j0 + c at column c). qs: the head's queries times scale·log2 e,
+/// packed [tq][8] (so dK comes out times log2 e: the caller scales it by ln 2); gs: its dO, packed
+/// [tq][8]; neg_lse: −(the LSE in base 2), neg_dc: −dc [tq].
+inline void attn8_backward_dkv(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* qs, const float* gs, const float* neg_lse,
+                               const float* neg_dc, index_t tq, float* dkt, float* dvt) {
     constexpr index_t query_chunk = 256;  // queries per sweep: their qs and gs (16 KB) stay in L1
     for (index_t i0 = 0; i0 < tq; i0 += query_chunk) {
         const index_t i1 = std::min(tq, i0 + query_chunk);
         for (index_t c = 0; c * W < nkeys; ++c) {
             const index_t j = j0 + c * W;
-            vf k[8], dk[8], dv[8];
+            // K and V are read from L1 as the FMAs' memory operands: the 16 accumulators stay in registers.
+            const float* kt = kv.kt + j;
+            const float* vt = kv.vt + j;
+            const index_t ld = kv.tkpad;
+            vf dk[8], dv[8];
             for (int e = 0; e < 8; ++e) {
-                k[e] = vload(kv.kt + e * kv.tkpad + j);
                 dk[e] = vload(dkt + e * 64 + c * W);
                 dv[e] = vload(dvt + e * 64 + c * W);
             }
             for (index_t i = i0; i < i1; ++i) {
                 const float* qi = qs + i * 8;
                 const float* gi = gs + i * 8;
-                vf s = vmul(vset(qi[0]), k[0]);
-                for (int e = 1; e < 8; ++e) s = vfma(vset(qi[e]), k[e], s);
-                const vf p = vexp_softmax(vsub(s, vset(lse[i])));
-                vf dp = vmul(vset(gi[0]), vload(kv.vt + j));
-                for (int e = 1; e < 8; ++e) dp = vfma(vset(gi[e]), vload(kv.vt + e * kv.tkpad + j), dp);
-                const vf ds = vmul(p, vsub(dp, vset(dc[i])));
+                vf s = vfma(vset(qi[0]), vload(kt), vset(neg_lse[i]));  // s − lse from the start
+                for (int e = 1; e < 8; ++e) s = vfma(vset(qi[e]), vload(kt + e * ld), s);
+                const vf p = vexp2_softmax(s);
+                vf dp = vfma(vset(gi[0]), vload(vt), vset(neg_dc[i]));  // dP − dc from the start
+                for (int e = 1; e < 8; ++e) dp = vfma(vset(gi[e]), vload(vt + e * ld), dp);
+                const vf ds = vmul(p, dp);
                 for (int e = 0; e < 8; ++e) {
                     dv[e] = vfma(p, vset(gi[e]), dv[e]);
                     dk[e] = vfma(ds, vset(qi[e]), dk[e]);
