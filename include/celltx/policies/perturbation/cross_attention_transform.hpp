@@ -93,9 +93,11 @@ struct CrossAttentionTransform {
             layout_ = out.without_values();
             num_genes_ = N;
             dense_ = out.all_rows && !(ctx.training && p_ > 0.0) && has_dense_block;
-            if (dense_) {
-                forward_dense(H, batch, out);
-                return out;
+            if constexpr (has_dense_block) {
+                if (dense_) {
+                    forward_dense(H, batch, out);
+                    return out;
+                }
             }
             plan(out, batch, ctx);
             const index_t R = out.rows();
@@ -137,9 +139,11 @@ struct CrossAttentionTransform {
             if (dH.data())
                 require(dH.shape() == (Shape{num_genes_, d}), "CrossAttentionTransform::backward: dH_genes {} is not [{}, {}]", dH.shape(),
                         num_genes_, d);
-            if (dense_) {
-                backward_dense(dRows, dH);
-                return;
+            if constexpr (has_dense_block) {
+                if (dense_) {
+                    backward_dense(dRows, dH);
+                    return;
+                }
             }
 
             Tensor<T, B> dx(Shape{R, d});
