@@ -97,19 +97,14 @@ point() {
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   rc=0
   if [ -n "$anchor_from" ]; then
-    # The anchor's figure of this point from an earlier run's raw lines (PyTorch's side did not change).
-    load=$("$python" -c '
+    # The anchor's figure of this point from an earlier run's raw lines (PyTorch's side did not change):
+    # its load before, then its JSON line.
+    { read -r load; read -r theirs; } < <("$python" -c '
 import json, sys
 for line in open(sys.argv[1]):
     r = json.loads(line)
     if r["side"] == "torch" and r["result"].get("genes") == int(sys.argv[2]) and r["result"].get("batch") == int(sys.argv[3]):
-        print(r["load_before"]); break' "$anchor_from" "$n" "$b")
-    theirs=$("$python" -c '
-import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r["side"] == "torch" and r["result"].get("genes") == int(sys.argv[2]) and r["result"].get("batch") == int(sys.argv[3]):
-        print(json.dumps(r["result"])); break' "$anchor_from" "$n" "$b")
+        print(r["load_before"]); print(json.dumps(r["result"])); break' "$anchor_from" "$n" "$b") || true
     [ -n "$theirs" ] || die "ANCHOR_FROM=$anchor_from has no PyTorch point N=$n B=$b"
   else
     echo "# N=$n B=$b: PyTorch (load $load)" >&2

@@ -79,6 +79,26 @@ struct Lcg {
     }
 };
 
+/// A toy screen of n cells × G genes for the State task: perturbations 0–2 raise the genes j with
+/// j % 3 equal to them, 3 is the control; two batches; one cell type; one-hot perturbation table.
+struct ToyScreen {
+    Tensor<float> x;
+    std::vector<index_t> pert, type, batch;
+    Tensor<float> table;
+};
+ToyScreen toy_screen(index_t n, index_t G, std::uint64_t seed) {
+    Lcg g{seed};
+    ToyScreen s{Tensor<float>(Shape{n, G}), {}, std::vector<index_t>(static_cast<std::size_t>(n), 0), {},
+                io::PerturbationEncoding<float>::one_hot({"0", "1", "2", "3"}).table};
+    for (index_t i = 0; i < n; ++i) {
+        s.pert.push_back(i % 4);
+        s.batch.push_back((i / 4) % 2);
+        for (index_t j = 0; j < G; ++j)
+            s.x(i, j) = static_cast<float>(0.5 + 0.01 * static_cast<double>(g.next(100)) + (s.pert.back() == j % 3 && s.pert.back() != 3 ? 1.0 : 0.0));
+    }
+    return s;
+}
+
 io::Matrix<double> counts_matrix() {
     Lcg g{7};
     const index_t n = 40, m = 60;
@@ -552,17 +572,9 @@ BOOST_AUTO_TEST_CASE(cell_eval_matches_scipy) {
 // validation score equal to cell-eval's pearson_delta, a LoRA parameter list that leaves the base
 // weights untouched, and StateConfig's JSON round trip.
 BOOST_AUTO_TEST_CASE(state_task_with_the_trainer) {
-    const index_t n = 96, G = 6;
-    Lcg g{99};
-    Tensor<float> x(Shape{n, G});
-    std::vector<index_t> pert, type(n, 0), batch;
-    for (index_t i = 0; i < n; ++i) {
-        pert.push_back(i % 4);  // 3 = control
-        batch.push_back((i / 4) % 2);
-        for (index_t j = 0; j < G; ++j)
-            x(i, j) = static_cast<float>(0.5 + 0.01 * static_cast<double>(g.next(100)) + (pert[i] == j % 3 && pert[i] != 3 ? 1.0 : 0.0));
-    }
-    const Tensor<float> table = io::PerturbationEncoding<float>::one_hot({"0", "1", "2", "3"}).table;
+    const index_t G = 6;
+    const ToyScreen screen = toy_screen(96, G, 99);
+    const auto& [x, pert, type, batch, table] = screen;
     const train::PerturbationData<float> data{x.cview(), table.cview(), pert, type, batch, 3};
     const auto [rest, held] = train::holdout_split(pert, 0.25, 5);
     StateConfig c = small_config(G, 4);
@@ -662,17 +674,9 @@ BOOST_AUTO_TEST_CASE(state_task_with_the_trainer) {
 }
 
 BOOST_AUTO_TEST_CASE(state_task_on_a_device_backend_is_bit_identical_to_the_cpu) {
-    const index_t n = 64, G = 6;
-    Lcg g{41};
-    Tensor<float> x(Shape{n, G});
-    std::vector<index_t> pert, type(n, 0), batch;
-    for (index_t i = 0; i < n; ++i) {
-        pert.push_back(i % 4);  // 3 = control
-        batch.push_back((i / 4) % 2);
-        for (index_t j = 0; j < G; ++j)
-            x(i, j) = static_cast<float>(0.5 + 0.01 * static_cast<double>(g.next(100)) + (pert[i] == j % 3 && pert[i] != 3 ? 1.0 : 0.0));
-    }
-    const Tensor<float> table = io::PerturbationEncoding<float>::one_hot({"0", "1", "2", "3"}).table;
+    const index_t G = 6;
+    const ToyScreen screen = toy_screen(64, G, 41);
+    const auto& [x, pert, type, batch, table] = screen;
     const train::PerturbationData<float> data{x.cview(), table.cview(), pert, type, batch, 3};
     const auto [rest, held] = train::holdout_split(pert, 0.25, 5);
     const fs::path dir_host = scratch("device_run_cpu"), dir_dev = scratch("device_run_emulated");

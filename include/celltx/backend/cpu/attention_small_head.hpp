@@ -67,24 +67,21 @@ inline AttentionPack8 pack_of(const Tensor<float>& pack, const AttentionDims& d,
 
 inline void forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo, float* lse) {
 #if CELLTX_SIMD
-    if (simd_level() == SimdLevel::avx512) simd_avx512::attn8_forward_rows(kv, q, ldq, rows, scale, o, ldo, lse);
-    else simd_avx2::attn8_forward_rows(kv, q, ldq, rows, scale, o, ldo, lse);
+    run_simd(simd_avx512::attn8_forward_rows, simd_avx2::attn8_forward_rows, kv, q, ldq, rows, scale, o, ldo, lse);
 #endif
 }
 
 inline void backward_dq_rows(const AttentionPack8& kv, const float* q, index_t ldq, const float* g, index_t ldg, const float* neg_lse2, const float* neg_dc,
                              index_t rows, float scale, float* dq, index_t lddq) {
 #if CELLTX_SIMD
-    if (simd_level() == SimdLevel::avx512) simd_avx512::attn8_backward_dq_rows(kv, q, ldq, g, ldg, neg_lse2, neg_dc, rows, scale, dq, lddq);
-    else simd_avx2::attn8_backward_dq_rows(kv, q, ldq, g, ldg, neg_lse2, neg_dc, rows, scale, dq, lddq);
+    run_simd(simd_avx512::attn8_backward_dq_rows, simd_avx2::attn8_backward_dq_rows, kv, q, ldq, g, ldg, neg_lse2, neg_dc, rows, scale, dq, lddq);
 #endif
 }
 
 inline void backward_dkv(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* qs, const float* gs, const float* neg_lse2, const float* neg_dc,
                          index_t tq, float* dkt, float* dvt) {
 #if CELLTX_SIMD
-    if (simd_level() == SimdLevel::avx512) simd_avx512::attn8_backward_dkv(kv, j0, nkeys, qs, gs, neg_lse2, neg_dc, tq, dkt, dvt);
-    else simd_avx2::attn8_backward_dkv(kv, j0, nkeys, qs, gs, neg_lse2, neg_dc, tq, dkt, dvt);
+    run_simd(simd_avx512::attn8_backward_dkv, simd_avx2::attn8_backward_dkv, kv, j0, nkeys, qs, gs, neg_lse2, neg_dc, tq, dkt, dvt);
 #endif
 }
 

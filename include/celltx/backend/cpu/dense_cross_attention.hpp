@@ -16,6 +16,7 @@
 #include "celltx/backend/cpu/elementwise.hpp"
 #include "celltx/backend/cpu/gemm.hpp"
 #include "celltx/backend/cpu/parallel.hpp"
+#include "celltx/backend/cpu/ragged_attention.hpp"
 #include "celltx/backend/cpu/simd.hpp"
 #include "celltx/backend/math/norm.hpp"
 #include "celltx/backend/math/softmax.hpp"
@@ -107,10 +108,12 @@ inline void activation_value_and_derivative(ActivationKind kind, T* x, T* y, ind
     if constexpr (std::is_same_v<T, float>) {
         if (kind == ActivationKind::gelu && simd_gelu_value_and_derivative(x, y, x, n)) return;
     }
-    cpu_kernels::elementwise::activation_forward(kind, x, y, n);
-    std::vector<T> ones(static_cast<std::size_t>(n), T(1)), der(static_cast<std::size_t>(n), T(0));
-    cpu_kernels::elementwise::activation_backward(kind, x, ones.data(), der.data(), n);
-    std::copy(der.begin(), der.end(), x);
+    with_activation<T>(kind, [&](auto math) {
+        for (index_t i = 0; i < n; ++i) {
+            y[i] = math.value(x[i]);
+            x[i] = math.derivative(x[i]);
+        }
+    });
 }
 
 } // namespace celltx::cpu_detail
@@ -145,18 +148,8 @@ struct dense_cross_attention {
                         std::fill_n(lse, nh, -std::numeric_limits<T>::infinity());
                     } else {
                         for (index_t h = 0; h < nh; ++h) {
-                            const T* qh = q + g * d + h * dh;
-                            T mx = -std::numeric_limits<T>::infinity();
-                            for (index_t j = 0; j < tk; ++j) {
-                                const T* k = kv + (k0 + j) * 2 * d + h * dh;
-                                T acc = 0;
-                                for (index_t cc = 0; cc < dh; ++cc) acc += (scale * qh[cc]) * k[cc];
-                                sc[static_cast<std::size_t>(j)] = acc;
-                                mx = std::max(mx, acc);
-                            }
-                            T l = 0;
-                            for (index_t j = 0; j < tk; ++j) l += (sc[static_cast<std::size_t>(j)] = std::exp(sc[static_cast<std::size_t>(j)] - mx));
-                            lse[h] = math::online_softmax_lse(mx, l);
+                            T l;
+                            lse[h] = few_key_softmax(q + g * d + h * dh, kv + k0 * 2 * d + h * dh, 2 * d, tk, dh, scale, sc.data(), l);
                             for (index_t j = 0; j < tk; ++j) {
                                 const T p = sc[static_cast<std::size_t>(j)] / l;
                                 const T* u = U.data() + ((k0 + j) * nh + h) * d;
@@ -247,10 +240,7 @@ struct dense_cross_attention {
                         const T l = s.lse[r * nh + h];
                         T D = 0;
                         for (index_t j = 0; j < tk; ++j) {
-                            const T* k = kv + (k0 + j) * 2 * d + h * dh;
-                            T acc = 0;
-                            for (index_t cc = 0; cc < dh; ++cc) acc += (scale * qh[cc]) * k[cc];
-                            const T pj = std::exp(acc - l);
+                            const T pj = std::exp(key_score(qh, kv + (k0 + j) * 2 * d + h * dh, dh, scale) - l);
                             const T* u = U.data() + ((k0 + j) * nh + h) * d;
                             T* du = pt + o_dU + ((k0 + j) * nh + h) * d;
                             const T g_u = dot8(da, u, d);

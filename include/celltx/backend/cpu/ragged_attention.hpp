@@ -28,6 +28,26 @@ inline double ragged_attention_work(const ops::RaggedCrossAttention& a) {
     return w * static_cast<double>(a.d_model());
 }
 
+/// One query head's score against one key head: Σ_c (scale·q_c)·k_c, in this order everywhere (forward
+/// and backward, ragged and dense kernels), so that the backward's recomputed P is the forward's.
+template <class T>
+inline T key_score(const T* qh, const T* kh, index_t dh, T scale) {
+    T acc = 0;
+    for (index_t c = 0; c < dh; ++c) acc += (scale * qh[c]) * kh[c];
+    return acc;
+}
+
+/// Softmax of one query head over tk keys (key j's head at kh + j·stride): e[j] = exp(s_j − max)
+/// and l = Σ e; returns the LSE.
+template <class T>
+inline T few_key_softmax(const T* qh, const T* kh, index_t stride, index_t tk, index_t dh, T scale, T* e, T& l) {
+    T mx = -std::numeric_limits<T>::infinity();
+    for (index_t j = 0; j < tk; ++j) mx = std::max(mx, e[j] = key_score(qh, kh + j * stride, dh, scale));
+    l = 0;
+    for (index_t j = 0; j < tk; ++j) l += (e[j] = std::exp(e[j] - mx));
+    return math::online_softmax_lse(mx, l);
+}
+
 } // namespace celltx::cpu_detail
 
 namespace celltx::cpu_kernels {
@@ -53,18 +73,8 @@ struct ragged_attention {
                 }
                 const std::uint64_t base = static_cast<std::uint64_t>(a.rows.row_gene[r] * H * tk);
                 for (index_t h = 0; h < H; ++h) {
-                    const T* qh = q + r * d + h * dh;
-                    T mx = -std::numeric_limits<T>::infinity();
-                    for (index_t j = 0; j < tk; ++j) {
-                        const T* k = kv + (k0 + j) * 2 * d + h * dh;
-                        T acc = 0;
-                        for (index_t c = 0; c < dh; ++c) acc += (scale * qh[c]) * k[c];
-                        s[static_cast<std::size_t>(j)] = acc;
-                        mx = std::max(mx, acc);
-                    }
-                    T l = 0;
-                    for (index_t j = 0; j < tk; ++j) l += (s[static_cast<std::size_t>(j)] = std::exp(s[static_cast<std::size_t>(j)] - mx));
-                    lse[r * H + h] = math::online_softmax_lse(mx, l);
+                    T l;
+                    lse[r * H + h] = cpu_detail::few_key_softmax(q + r * d + h * dh, kv + k0 * 2 * d + h * dh, 2 * d, tk, dh, scale, s.data(), l);
                     T* oh = orow + h * dh;
                     std::fill_n(oh, dh, T(0));
                     for (index_t j = 0; j < tk; ++j) {
@@ -102,12 +112,9 @@ struct ragged_attention {
                 for (index_t j = 0; j < tk; ++j) {
                     const T* k = kv + (k0 + j) * 2 * d + h * dh;
                     const T* v = k + d;
-                    T sc = 0, gv = 0;
-                    for (index_t c = 0; c < dh; ++c) {
-                        sc += (scale * qh[c]) * k[c];
-                        gv += g[c] * v[c];
-                    }
-                    const T pj = std::exp(sc - l);
+                    T gv = 0;
+                    for (index_t c = 0; c < dh; ++c) gv += g[c] * v[c];
+                    const T pj = std::exp(cpu_detail::key_score(qh, k, dh, scale) - l);
                     const T m = drop ? mask(base + static_cast<std::uint64_t>(j)) : T(1);
                     T* dv = dkv + (k0 + j) * 2 * d + d + h * dh;
                     for (index_t c = 0; c < dh; ++c) dv[c] += pj * m * g[c];

@@ -11,6 +11,7 @@
 // comparisons). Callers keep a plain C++ path for other CPUs and for double.
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include "celltx/core/shape.hpp"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(CELLTX_NO_SIMD)
@@ -112,69 +113,39 @@ inline SimdLevel set_simd_level(SimdLevel want) {
 
 namespace celltx::cpu_detail {
 
-/// y[i] = GELU(x[i]) (exact erf) for n floats; false when no vector level runs (the caller loops).
-inline bool simd_gelu_forward(const float* x, float* y, index_t n) {
+// The array kernels at the best level this CPU runs; each returns false when no vector level runs
+// (the caller then loops).
 #if CELLTX_SIMD
+/// Calls the AVX-512 or the AVX2 build of one simd_isa.inl kernel, as simd_level() says.
+template <class... A>
+inline bool run_simd(void (*avx512)(A...), void (*avx2)(A...), std::type_identity_t<A>... args) {
     switch (simd_level()) {
-        case SimdLevel::avx512: simd_avx512::gelu_forward(x, y, n); return true;
-        case SimdLevel::avx2: simd_avx2::gelu_forward(x, y, n); return true;
-        default: break;
+        case SimdLevel::avx512: avx512(args...); return true;
+        case SimdLevel::avx2: avx2(args...); return true;
+        default: return false;
     }
-#endif
-    (void)x, (void)y, (void)n;
-    return false;
 }
 
-/// y[i] = GELU(x[i]) and d[i] = GELU'(x[i]) for n floats, one Φ per element; false when no vector level runs.
+/// y[i] = GELU(x[i]) (exact erf) for n floats.
+inline bool simd_gelu_forward(const float* x, float* y, index_t n) { return run_simd(simd_avx512::gelu_forward, simd_avx2::gelu_forward, x, y, n); }
+/// y[i] = GELU(x[i]) and d[i] = GELU'(x[i]) for n floats, one Φ per element.
 inline bool simd_gelu_value_and_derivative(const float* x, float* y, float* d, index_t n) {
-#if CELLTX_SIMD
-    switch (simd_level()) {
-        case SimdLevel::avx512: simd_avx512::gelu_value_and_derivative(x, y, d, n); return true;
-        case SimdLevel::avx2: simd_avx2::gelu_value_and_derivative(x, y, d, n); return true;
-        default: break;
-    }
-#endif
-    (void)x, (void)y, (void)d, (void)n;
-    return false;
+    return run_simd(simd_avx512::gelu_value_and_derivative, simd_avx2::gelu_value_and_derivative, x, y, d, n);
 }
-
-/// dx[i] += dy[i]·GELU'(x[i]) for n floats; false when no vector level runs.
+/// dx[i] += dy[i]·GELU'(x[i]) for n floats.
 inline bool simd_gelu_backward(const float* x, const float* dy, float* dx, index_t n) {
-#if CELLTX_SIMD
-    switch (simd_level()) {
-        case SimdLevel::avx512: simd_avx512::gelu_backward(x, dy, dx, n); return true;
-        case SimdLevel::avx2: simd_avx2::gelu_backward(x, dy, dx, n); return true;
-        default: break;
-    }
-#endif
-    (void)x, (void)dy, (void)dx, (void)n;
-    return false;
+    return run_simd(simd_avx512::gelu_backward, simd_avx2::gelu_backward, x, dy, dx, n);
 }
-
-/// y[i] = 2^x[i] through the softmax kernels' vexp2_softmax; false when no vector level runs.
-inline bool simd_exp2_softmax(const float* x, float* y, index_t n) {
-#if CELLTX_SIMD
-    switch (simd_level()) {
-        case SimdLevel::avx512: simd_avx512::exp2_softmax_array(x, y, n); return true;
-        case SimdLevel::avx2: simd_avx2::exp2_softmax_array(x, y, n); return true;
-        default: break;
-    }
+/// y[i] = 2^x[i] through the softmax kernels' vexp2_softmax.
+inline bool simd_exp2_softmax(const float* x, float* y, index_t n) { return run_simd(simd_avx512::exp2_softmax_array, simd_avx2::exp2_softmax_array, x, y, n); }
+/// y[i] = exp(x[i]) through vexp (tests measure its error).
+inline bool simd_exp(const float* x, float* y, index_t n) { return run_simd(simd_avx512::exp_array, simd_avx2::exp_array, x, y, n); }
+#else
+inline bool simd_gelu_forward(const float*, float*, index_t) { return false; }
+inline bool simd_gelu_value_and_derivative(const float*, float*, float*, index_t) { return false; }
+inline bool simd_gelu_backward(const float*, const float*, float*, index_t) { return false; }
+inline bool simd_exp2_softmax(const float*, float*, index_t) { return false; }
+inline bool simd_exp(const float*, float*, index_t) { return false; }
 #endif
-    (void)x, (void)y, (void)n;
-    return false;
-}
-
-/// y[i] = exp(x[i]) through vexp (tests measure its error); false when no vector level runs.
-inline bool simd_exp(const float* x, float* y, index_t n) {
-#if CELLTX_SIMD
-    switch (simd_level()) {
-        case SimdLevel::avx512: simd_avx512::exp_array(x, y, n); return true;
-        case SimdLevel::avx2: simd_avx2::exp_array(x, y, n); return true;
-        default: break;
-    }
-#endif
-    (void)x, (void)y, (void)n;
-    return false;
-}
 
 } // namespace celltx::cpu_detail
