@@ -1144,7 +1144,8 @@ inline std::vector<AttentionCase> attention_cases() {
             {1, 5, 300, 1, 1, 128, 0.0, false}, // head width 128
             {1, 13, 13, 3, 3, 24, 0.2, true},   // odd heads, dropout and a graph term
             {2, 70, 300, 4, 2, 8, 0.0, true},   // width 8, grouped KV: the CPU's vector kernels over several query and key blocks
-            {1, 3, 17, 2, 2, 8, 0.0, false}};   // width 8, keys not a whole vector
+            {1, 3, 17, 2, 2, 8, 0.0, false},    // width 8, keys not a whole vector
+            {1, 21, 2100, 2, 1, 8, 0.0, true}}; // width 8, three key ranges in the CPU's backward (partial dQ sums)
 }
 inline std::string attention_label(const AttentionCase& c) {
     return fmt::format("B={} tq={} tk={} heads={}/{} dh={}{}{}", c.batch, c.tq, c.tk, c.hq, c.hkv, c.dh,

@@ -6,10 +6,12 @@
 // the backward's −LSE and −(D − c) enter as FMA addends). Keys and values are packed once per call, transposed, per (batch item, kv head).
 //  - forward: tasks are (batch item, head, 64 query rows); a row sweeps the keys in blocks of 256
 //    with an online softmax (one running maximum per row);
-//  - backward, from the forward's LSE: tasks (batch item, kv head, 64 keys) own dK, dV and loop over
-//    every query of the group's heads; tasks (batch item, head, 64 query rows) own dQ. Each task's
-//    sums run in a fixed order, so results do not depend on the thread count. The graph hook's
-//    dense part enters through D_i − c_i; its sparse part is the generic kernel's edge pass.
+//  - backward, from the forward's LSE, in one sweep of the scores: tasks (batch item, kv head, range
+//    of keys) loop over tiles of 64 keys × 64 queries of the group's heads; a tile's dS goes through L1
+//    once, giving dK, dV (kept in registers) and each query's part of dQ (per range, summed over the
+//    ranges in order afterwards). Each sum runs in a fixed order, so results do not depend on the
+//    thread count. The graph hook's dense part enters through D_i − c_i; its sparse part is the
+//    generic kernel's edge pass.
 // Anything else (double, other widths, dropout, other CPUs, empty operands) takes the generic path.
 #include <algorithm>
 #include <cmath>
@@ -27,7 +29,7 @@ using ops::AttentionDropout;
 using ops::HeadsRef;
 
 inline constexpr index_t rows_per_task = 64;  // query rows per task (the kernels' max_rows)
-inline constexpr index_t keys_per_task = 64;  // keys per dK/dV task
+inline constexpr index_t keys_per_task = 64;  // keys per backward tile
 
 /// Whether the head-width-8 kernels take this call.
 inline bool applies(const AttentionDims& d, const AttentionDropout& drop) {
@@ -71,18 +73,21 @@ inline void forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, 
 #endif
 }
 
-inline void backward_dq_rows(const AttentionPack8& kv, const float* q, index_t ldq, const float* g, index_t ldg, const float* neg_lse2, const float* neg_dc,
-                             index_t rows, float scale, float* dq, index_t lddq) {
+inline void backward_tile(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* krows, index_t ldk, const float* qs,
+                          const float* gs, const float* neg_lse2, const float* neg_dc, index_t i0, index_t i1, float* dkt, float* dvt,
+                          float* dqp, float* ds_tile) {
 #if CELLTX_SIMD
-    run_simd(simd_avx512::attn8_backward_dq_rows, simd_avx2::attn8_backward_dq_rows, kv, q, ldq, g, ldg, neg_lse2, neg_dc, rows, scale, dq, lddq);
+    run_simd(simd_avx512::attn8_backward_tile, simd_avx2::attn8_backward_tile, kv, j0, nkeys, krows, ldk, qs, gs, neg_lse2, neg_dc, i0,
+             i1, dkt, dvt, dqp, ds_tile);
 #endif
 }
 
-inline void backward_dkv(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* qs, const float* gs, const float* neg_lse2, const float* neg_dc,
-                         index_t tq, float* dkt, float* dvt) {
-#if CELLTX_SIMD
-    run_simd(simd_avx512::attn8_backward_dkv, simd_avx2::attn8_backward_dkv, kv, j0, nkeys, qs, gs, neg_lse2, neg_dc, tq, dkt, dvt);
-#endif
+/// Keys per dK/dV task of the backward: at least 1024 and at most 8 ranges per (batch item, kv head),
+/// so that the per-range partial sums of dQ take at most 8× dQ's memory. A function of the shape
+/// alone: the sums' order does not depend on the thread count.
+inline index_t keys_per_range(index_t tk) {
+    const index_t per = std::max<index_t>(1024, (tk + 7) / 8);
+    return (per + keys_per_task - 1) / keys_per_task * keys_per_task;
 }
 
 /// O and LSE (applies() must hold).
@@ -133,19 +138,29 @@ inline void backward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<c
         }
     }, d.batch * d.hq * d.tq < 4096 ? d.batch * d.hq + 1 : 2);
 
-    // One parallel region: the dK/dV tasks first, then the dQ tasks (they write different arrays).
-    const index_t nkb = (d.tk + keys_per_task - 1) / keys_per_task, nkv = d.batch * d.hkv * nkb;
-    const index_t nqb = (d.tq + rows_per_task - 1) / rows_per_task, nq = d.batch * d.hq * nqb;
-    parallel_for(nkv + nq, [&](index_t task) {
-        if (task < nkv) {
-            const index_t b = task / (d.hkv * nkb), g = (task / nkb) % d.hkv, j0 = (task % nkb) * keys_per_task;
-            const index_t n = std::min(keys_per_task, d.tk - j0);
-            const AttentionPack8 kv = pack_of(pack, d, b, g);
-            alignas(64) float dkt[8 * 64] = {}, dvt[8 * 64] = {};
+    // One sweep of the scores gives dQ, dK and dV. A task owns a range of keys of one (batch item,
+    // kv head): it assigns their dK, dV and adds each query's Σ_j dS_ij K_j over the range into the
+    // range's own partial dQ; a second pass sums the ranges in order.
+    const index_t per_range = keys_per_range(d.tk), nr = (d.tk + per_range - 1) / per_range;
+    const index_t dq_per_head = 8 * d.tq;
+    Tensor<float> dq_partial(Shape{d.batch * d.hq * nr * dq_per_head});
+    parallel_for(d.batch * d.hkv * nr, [&](index_t task) {
+        const index_t b = task / (d.hkv * nr), g = (task / nr) % d.hkv, r = task % nr;
+        const index_t k0 = r * per_range, k1 = std::min(d.tk, k0 + per_range);
+        const AttentionPack8 kv = pack_of(pack, d, b, g);
+        alignas(64) float dkt[8 * 64], dvt[8 * 64], ds_tile[64 * 64];
+        for (index_t j0 = k0; j0 < k1; j0 += keys_per_task) {
+            const index_t n = std::min(keys_per_task, k1 - j0);
+            std::fill(dkt, dkt + 8 * 64, 0.0f);
+            std::fill(dvt, dvt + 8 * 64, 0.0f);
+            const float* krows = k.data + (b * d.tk + j0) * k.ld + g * 8;
             for (index_t hh = 0; hh < group; ++hh) {
                 const index_t h = g * group + hh;
                 const float* qs = qpack.data() + (b * d.hq + h) * per_head;
-                backward_dkv(kv, j0, n, qs, qs + 8 * d.tq, qs + 17 * d.tq, qs + 16 * d.tq, d.tq, dkt, dvt);
+                float* dqp = dq_partial.data() + ((b * d.hq + h) * nr + r) * dq_per_head;
+                for (index_t i0 = 0; i0 < d.tq; i0 += rows_per_task)
+                    backward_tile(kv, j0, n, krows, k.ld, qs, qs + 8 * d.tq, qs + 17 * d.tq, qs + 16 * d.tq, i0,
+                                  std::min(d.tq, i0 + rows_per_task), dkt, dvt, dqp, ds_tile);
             }
             for (index_t c = 0; c < n; ++c) {
                 float* dkj = dk.data + (b * d.tk + j0 + c) * dk.ld + g * 8;
@@ -153,15 +168,19 @@ inline void backward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<c
                 // dK accumulated against the queries times log2 e: back to natural units.
                 for (index_t e = 0; e < 8; ++e) dkj[e] = dkt[e * 64 + c] * 0.693147180559945309f, dvj[e] = dvt[e * 64 + c];
             }
-            return;
         }
-        task -= nkv;
-        const index_t b = task / (d.hq * nqb), h = (task / nqb) % d.hq, i0 = (task % nqb) * rows_per_task;
-        const index_t rows = std::min(rows_per_task, d.tq - i0);
-        const float* qs = qpack.data() + (b * d.hq + h) * per_head;
-        backward_dq_rows(pack_of(pack, d, b, h / group), q.data + (b * d.tq + i0) * q.ld + h * 8, q.ld,
-                         dout.data + (b * d.tq + i0) * dout.ld + h * 8, dout.ld, qs + 17 * d.tq + i0, qs + 16 * d.tq + i0, rows,
-                         scale, dq.data + (b * d.tq + i0) * dq.ld + h * 8, dq.ld);
+    });
+    parallel_for(d.batch * d.hq, [&](index_t task) {
+        const index_t b = task / d.hq, h = task % d.hq;
+        const float* part = dq_partial.data() + task * nr * dq_per_head;
+        for (index_t i = 0; i < d.tq; ++i) {
+            float* dqi = dq.data + (b * d.tq + i) * dq.ld + h * 8;
+            for (index_t e = 0; e < 8; ++e) {
+                float s = part[i * 8 + e];
+                for (index_t r = 1; r < nr; ++r) s += part[r * dq_per_head + i * 8 + e];
+                dqi[e] = scale * s;
+            }
+        }
     });
 }
 

@@ -318,83 +318,66 @@ inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t
     }
 }
 
-/// dQ (assigned) of `rows` query rows of one head: dq_i = scale·Σ_j P_ij (dP_ij − dc_i) K_j with
-/// dP_ij = dO_i·V_j and P_ij = 2^(s_ij·log2 e − lse2_i); neg_lse2 = −lse·log2 e, neg_dc = −dc.
-inline void attn8_backward_dq_rows(const AttentionPack8& kv, const float* q, index_t ldq, const float* g, index_t ldg, const float* neg_lse2,
-                                   const float* neg_dc, index_t rows, float scale, float* dq, index_t lddq) {
-    const float scale2 = scale * 1.44269504088896341f;
-    constexpr index_t max_rows = 64;
-    vf acc[max_rows][8];
-    for (index_t r = 0; r < rows; ++r)
-        for (int e = 0; e < 8; ++e) acc[r][e] = vzero();
-    const index_t nv = (kv.tk + W - 1) / W;
-    const bool padded = kv.tk % W != 0;
-    for (index_t c0 = 0; c0 < nv; c0 += attn8_key_block / W) {
-        const index_t c1 = std::min(nv, c0 + attn8_key_block / W);
-        for (index_t r = 0; r < rows; ++r) {
-            const float* qr = q + r * ldq;
-            const float* gr = g + r * ldg;
-            vf qb[8], gb[8], a[8];
-            for (int e = 0; e < 8; ++e) qb[e] = vset(scale2 * qr[e]), gb[e] = vset(gr[e]), a[e] = acc[r][e];
-            const vf lv = vset(neg_lse2[r]), dcv = vset(neg_dc[r]);
-            for (index_t c = c0; c < c1; ++c) {
-                const index_t j = c * W;
-                vf s = vfma(qb[0], vload(kv.kt + j), lv);  // s − lse from the start
-                for (int e = 1; e < 8; ++e) s = vfma(qb[e], vload(kv.kt + e * kv.tkpad + j), s);
-                if (padded && c == nv - 1) s = vadd(s, vload(kv.kbias + j));
-                const vf p = vexp2_softmax(s);
-                vf dp = vfma(gb[0], vload(kv.vt + j), dcv);  // dP − dc from the start
-                for (int e = 1; e < 8; ++e) dp = vfma(gb[e], vload(kv.vt + e * kv.tkpad + j), dp);
-                const vf ds = vmul(p, dp);
-                for (int e = 0; e < 8; ++e) a[e] = vfma(ds, vload(kv.kt + e * kv.tkpad + j), a[e]);
-            }
-            for (int e = 0; e < 8; ++e) acc[r][e] = a[e];
-        }
+/// dq rows of QR queries from a tile of dS (row r at tile + r·64, its first nkeys entries) and the
+/// keys' rows (8 floats each, krows + j·ldk): one 256-bit FMA per (query, key), ADDED into dqp [QR][8].
+template <int QR>
+inline void attn8_dq_from_tile(const float* tile, index_t nkeys, const float* krows, index_t ldk, float* dqp) {
+    __m256 acc[QR];
+    for (int r = 0; r < QR; ++r) acc[r] = _mm256_loadu_ps(dqp + r * 8);
+    for (index_t j = 0; j < nkeys; ++j) {
+        const __m256 kr = _mm256_loadu_ps(krows + j * ldk);
+        for (int r = 0; r < QR; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(tile + r * 64 + j), kr, acc[r]);
     }
-    for (index_t r = 0; r < rows; ++r)
-        for (int e = 0; e < 8; ++e) dq[r * lddq + e] = scale * vhsum(acc[r][e]);
+    for (int r = 0; r < QR; ++r) _mm256_storeu_ps(dqp + r * 8, acc[r]);
 }
 
-/// dK, dV of the keys [j0, j0 + nkeys) (j0 a multiple of W, nkeys <= 64) from one query head, ADDED
-/// into dkt/dvt [8][64] (e-major, key j0 + c at column c). qs: the head's queries times scale·log2 e,
-/// packed [tq][8] (so dK comes out times log2 e: the caller scales it by ln 2); gs: its dO, packed
-/// [tq][8]; neg_lse: −(the LSE in base 2), neg_dc: −dc [tq].
-inline void attn8_backward_dkv(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* qs, const float* gs, const float* neg_lse,
-                               const float* neg_dc, index_t tq, float* dkt, float* dvt) {
-    constexpr index_t query_chunk = 256;  // queries per sweep: their qs and gs (16 KB) stay in L1
-    for (index_t i0 = 0; i0 < tq; i0 += query_chunk) {
-        const index_t i1 = std::min(tq, i0 + query_chunk);
-        for (index_t c = 0; c * W < nkeys; ++c) {
-            const index_t j = j0 + c * W;
-            // K and V are read from L1 as the FMAs' memory operands: the 16 accumulators stay in registers.
-            const float* kt = kv.kt + j;
-            const float* vt = kv.vt + j;
-            const index_t ld = kv.tkpad;
-            vf dk[8], dv[8];
+/// The backward of one tile in one sweep of the scores: keys [j0, j0 + nkeys) (j0 a multiple of 64,
+/// nkeys <= 64) against the queries [i0, i1) (at most 64) of one head. dK, dV are ADDED into dkt/dvt
+/// [8][64] (e-major, key j0 + c at column c); Σ_j dS_ij K_j is ADDED into dqp [tq][8] (the caller
+/// scales it). qs: the head's queries times scale·log2 e, packed [tq][8] (so dK comes out times
+/// log2 e); gs: its dO [tq][8]; neg_lse: −(the LSE in base 2), neg_dc: −(D − c) [tq]; krows: the keys'
+/// rows (key j0 at krows). dS = P·(dP − D + c) goes through ds_tile [64][64] once per key vector,
+/// and dQ reads it back a row of queries at a time.
+inline void attn8_backward_tile(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* krows, index_t ldk, const float* qs,
+                                const float* gs, const float* neg_lse, const float* neg_dc, index_t i0, index_t i1, float* dkt, float* dvt,
+                                float* dqp, float* ds_tile) {
+    for (index_t c = 0; c * W < nkeys; ++c) {
+        const index_t j = j0 + c * W;
+        // K and V are read from L1 as the FMAs' memory operands: the 16 accumulators stay in registers.
+        const float* kt = kv.kt + j;
+        const float* vt = kv.vt + j;
+        const index_t ld = kv.tkpad;
+        vf dk[8], dv[8];
+        for (int e = 0; e < 8; ++e) {
+            dk[e] = vload(dkt + e * 64 + c * W);
+            dv[e] = vload(dvt + e * 64 + c * W);
+        }
+        float* ds_col = ds_tile + c * W;
+        for (index_t i = i0; i < i1; ++i) {
+            const float* qi = qs + i * 8;
+            const float* gi = gs + i * 8;
+            vf s = vfma(vset(qi[0]), vload(kt), vset(neg_lse[i]));  // s − lse from the start
+            for (int e = 1; e < 8; ++e) s = vfma(vset(qi[e]), vload(kt + e * ld), s);
+            const vf p = vexp2_softmax(s);
+            vf dp = vfma(vset(gi[0]), vload(vt), vset(neg_dc[i]));  // dP − dc from the start
+            for (int e = 1; e < 8; ++e) dp = vfma(vset(gi[e]), vload(vt + e * ld), dp);
+            const vf ds = vmul(p, dp);
+            vstore(ds_col + (i - i0) * 64, ds);
             for (int e = 0; e < 8; ++e) {
-                dk[e] = vload(dkt + e * 64 + c * W);
-                dv[e] = vload(dvt + e * 64 + c * W);
-            }
-            for (index_t i = i0; i < i1; ++i) {
-                const float* qi = qs + i * 8;
-                const float* gi = gs + i * 8;
-                vf s = vfma(vset(qi[0]), vload(kt), vset(neg_lse[i]));  // s − lse from the start
-                for (int e = 1; e < 8; ++e) s = vfma(vset(qi[e]), vload(kt + e * ld), s);
-                const vf p = vexp2_softmax(s);
-                vf dp = vfma(vset(gi[0]), vload(vt), vset(neg_dc[i]));  // dP − dc from the start
-                for (int e = 1; e < 8; ++e) dp = vfma(vset(gi[e]), vload(vt + e * ld), dp);
-                const vf ds = vmul(p, dp);
-                for (int e = 0; e < 8; ++e) {
-                    dv[e] = vfma(p, vset(gi[e]), dv[e]);
-                    dk[e] = vfma(ds, vset(qi[e]), dk[e]);
-                }
-            }
-            for (int e = 0; e < 8; ++e) {
-                vstore(dkt + e * 64 + c * W, dk[e]);
-                vstore(dvt + e * 64 + c * W, dv[e]);
+                dv[e] = vfma(p, vset(gi[e]), dv[e]);
+                dk[e] = vfma(ds, vset(qi[e]), dk[e]);
             }
         }
+        for (int e = 0; e < 8; ++e) {
+            vstore(dkt + e * 64 + c * W, dk[e]);
+            vstore(dvt + e * 64 + c * W, dv[e]);
+        }
     }
+    constexpr int QR = 8;  // accumulators: without AVX-512VL, 256-bit code has 16 registers in either set
+    const index_t rows = i1 - i0;
+    index_t r = 0;
+    for (; r + QR <= rows; r += QR) attn8_dq_from_tile<QR>(ds_tile + r * 64, nkeys, krows, ldk, dqp + (i0 + r) * 8);
+    for (; r < rows; ++r) attn8_dq_from_tile<1>(ds_tile + r * 64, nkeys, krows, ldk, dqp + (i0 + r) * 8);
 }
 
 } // namespace celltx::cpu_detail::CELLTX_SIMD_NS
