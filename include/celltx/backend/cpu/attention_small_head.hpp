@@ -38,22 +38,23 @@ inline bool applies(const AttentionDims& d, const AttentionDropout& drop) {
 
 inline index_t padded_keys(index_t tk) { return (tk + 15) / 16 * 16; }
 
-/// K and V of every (batch item, kv head), transposed and padded: 17·tkpad floats each.
+/// K and V of every (batch item, kv head) in AttentionPack8's tiles of 16 keys, padded, then kbias:
+/// 17·tkpad floats each.
 inline Tensor<float> pack_keys(const AttentionDims& d, HeadsRef<const float> k, HeadsRef<const float> v) {
     const index_t tkpad = padded_keys(d.tk), per = 17 * tkpad;
     Tensor<float> pack = Tensor<float>::uninitialized(Shape{d.batch * d.hkv * per});
     parallel_for(d.batch * d.hkv, [&](index_t task) {
         const index_t b = task / d.hkv, g = task % d.hkv;
-        float* kt = pack.data() + task * per;
-        float* vt = kt + 8 * tkpad;
-        float* kbias = vt + 8 * tkpad;
+        float* tiles = pack.data() + task * per;
+        float* kbias = tiles + 16 * tkpad;
         for (index_t j = 0; j < tkpad; ++j) {
             const bool key = j < d.tk;
             const float* kj = k.data + (b * d.tk + j) * k.ld + g * 8;
             const float* vj = v.data + (b * d.tk + j) * v.ld + g * 8;
+            float* kt = tiles + (j >> 4) * 256 + (j & 15);
             for (index_t e = 0; e < 8; ++e) {
-                kt[e * tkpad + j] = key ? kj[e] : 0.0f;
-                vt[e * tkpad + j] = key ? vj[e] : 0.0f;
+                kt[e * 16] = key ? kj[e] : 0.0f;
+                kt[128 + e * 16] = key ? vj[e] : 0.0f;
             }
             kbias[j] = key ? 0.0f : -std::numeric_limits<float>::infinity();
         }
@@ -64,7 +65,7 @@ inline Tensor<float> pack_keys(const AttentionDims& d, HeadsRef<const float> k, 
 inline AttentionPack8 pack_of(const Tensor<float>& pack, const AttentionDims& d, index_t b, index_t g) {
     const index_t tkpad = padded_keys(d.tk);
     const float* base = pack.data() + (b * d.hkv + g) * 17 * tkpad;
-    return {base, base + 8 * tkpad, base + 16 * tkpad, d.tk, tkpad};
+    return {base, base + 16 * tkpad, d.tk, tkpad};
 }
 
 inline void forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo, float* lse) {

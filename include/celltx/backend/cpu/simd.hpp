@@ -27,15 +27,20 @@ namespace celltx::cpu_detail {
 
 enum class SimdLevel { none = 0, avx2 = 1, avx512 = 2 };
 
-/// Keys and values of one (batch item, kv head) for the head-width-8 attention kernels: transposed
-/// (kt[e·tkpad + j], vt likewise), zero-padded to tkpad keys (a multiple of 16), kbias[j] = 0 for a
-/// key and −inf for padding.
+/// Keys and values of one (batch item, kv head) for the head-width-8 attention kernels, in tiles of
+/// 16 keys: tile t holds K transposed ([e][16], 128 floats) then V likewise, keys zero-padded to tkpad
+/// (a multiple of 16); kbias[j] = 0 for a key and −inf for padding. A vector of keys reaches all 16
+/// of its K and V rows by constant offsets from one pointer, so a kernel's loop needs no register
+/// per row.
 struct AttentionPack8 {
-    const float* kt = nullptr;
-    const float* vt = nullptr;
+    const float* tiles = nullptr;
     const float* kbias = nullptr;
     index_t tk = 0, tkpad = 0;
 };
+
+/// K row e of the keys from j on (j % 16 + the vector width <= 16) is at attn8_keys(kv, j) + 16·e,
+/// V row e at attn8_keys(kv, j) + 128 + 16·e.
+inline const float* attn8_keys(const AttentionPack8& kv, index_t j) { return kv.tiles + (j >> 4) * 256 + (j & 15); }
 
 /// The best level this CPU runs, lowered by CELLTX_CPU_SIMD when set.
 inline SimdLevel detect_simd_level() {

@@ -32,6 +32,8 @@ inline vf vto_float(vi a) { return _mm512_cvtepi32_ps(a); }
 inline vf vpow2(vi n) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23)); }
 inline float vhsum(vf a) { return _mm512_reduce_add_ps(a); }
 inline float vhmax(vf a) { return _mm512_reduce_max_ps(a); }
+/// Whether a > b in any lane.
+inline bool vany_greater(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) != 0; }
 #else
 using vf = __m256;
 using vi = __m256i;
@@ -59,6 +61,8 @@ inline float vhsum(vf a) {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+/// Whether a > b in any lane.
+inline bool vany_greater(vf a, vf b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)) != 0; }
 inline float vhmax(vf a) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
@@ -87,29 +91,45 @@ inline vf vexp(vf x) {
 }
 
 /// 2^x for the softmax kernels, which keep scores in base-2 units (the queries carry log2(e)), so
-/// that the range reduction is two exact subtractions: x = n + r, |r| <= 1/2, n from adding
-/// 1.5·2²³ + 127 (whose bits, shifted, are 2ⁿ), 2^r by vexp's polynomial with its coefficients
-/// times ln2^k (1.9e-8 relative before rounding). Arguments are s − max or s − lse: at most a
-/// rounding above 0, −inf for padding; below −126 (−inf included) it gives about 1.2e-38 instead
-/// of 0; above 127 it is not defined.
+/// that the range reduction is two exact subtractions: adding 1.5·2^(23−b) rounds x to k/2^b
+/// (k = n·2^b + i in the sum's low mantissa bits), r = x − k/2^b, |r| <= 2^−(b+1). Then
+/// 2^x = 2^n · 2^(i/2^b) · 2^r: the middle factor from a table of 2^b entries held in one register
+/// (a lane permute; b = 4 with 16 lanes, 3 with 8), 2^n added into its exponent bits, and 2^r by
+/// Taylor's polynomial (degree 3 for b = 4, 4 for b = 3: below 1e-8 relative). Four or five FMA-unit
+/// operations instead of the seven of a full-range polynomial: the attention's inner loops are
+/// bound by those units. Arguments are s − max or s − lse: at most a few units above 0, −inf for
+/// padding; below −126 (−inf included) it gives about 1.2e-38 instead of 0; above 127 it is not defined.
 inline vf vexp2_softmax(vf x) {
     x = vmax(x, vset(-126.0f));
-    const vf magic = vset(12583039.0f);  // 0x1.8p23 + 127
+#if CELLTX_SIMD_W == 16
+    constexpr int b = 4;
+    const vf table = _mm512_setr_ps(1.0f, 1.0442737824274138f, 1.0905077326652577f, 1.1387886347566916f, 1.189207115002721f, 1.241857812073484f, 1.2968395546510096f, 1.3542555469368927f, 1.4142135623730951f, 1.4768261459394993f, 1.5422108254079407f, 1.6104903319492543f, 1.681792830507429f, 1.7562521603732995f, 1.8340080864093424f, 1.9152065613971474f);
+#else
+    constexpr int b = 3;
+    const vf table = _mm256_setr_ps(1.0f, 1.0905077326652577f, 1.189207115002721f, 1.2968395546510096f, 1.4142135623730951f, 1.5422108254079407f, 1.681792830507429f, 1.8340080864093424f);
+#endif
+    const vf magic = vset(1.5f * static_cast<float>(1 << (23 - b)));
     const vf t = vadd(x, magic);
     const vf r = vsub(x, vsub(t, magic));
-    vf p = vset(0.000154626105f);
-    p = vfma(p, r, vset(0.00134017749f));
-    p = vfma(p, r, vset(0.00961805414f));
-    p = vfma(p, r, vset(0.055503238f));
-    p = vfma(p, r, vset(0.240226507f));
-    p = vfma(p, r, vset(0.693147182f));
-    p = vfma(p, r, vset(1.0f));
+    // 2^r − 1 = r·(ln2 + r·(ln2²/2 + r·(ln2³/6 [+ r·ln2⁴/24])))
 #if CELLTX_SIMD_W == 16
-    const vf scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23));
+    vf q = vfma(vset(0.0555041086648216f), r, vset(0.240226506959101f));
 #else
-    const vf scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
+    vf q = vfma(vset(0.00961812910762848f), r, vset(0.0555041086648216f));
+    q = vfma(q, r, vset(0.240226506959101f));
 #endif
-    return vmul(p, scale);
+    q = vfma(q, r, vset(0.693147180559945f));
+    q = vmul(q, r);
+#if CELLTX_SIMD_W == 16
+    const __m512i tb = _mm512_castps_si512(t);
+    const __m512i n23 = _mm512_and_si512(_mm512_slli_epi32(tb, 23 - b), _mm512_set1_epi32(static_cast<int>(0xff800000u)));
+    const vf f = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(_mm512_permutexvar_ps(tb, table)), n23));
+#else
+    const __m256i tb = _mm256_castps_si256(t);
+    const __m256i n23 = _mm256_and_si256(_mm256_slli_epi32(tb, 23 - b), _mm256_set1_epi32(static_cast<int>(0xff800000u)));
+    const vf f = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(_mm256_permutevar8x32_ps(table, tb)), n23));
+#endif
+    return vfma(f, q, f);
 }
 
 /// Φ(x), the standard normal CDF, lane-wise (GELU(x) = x·Φ(x)).
@@ -239,48 +259,76 @@ inline void exp_array(const float* x, float* y, index_t n) {
 
 // =================================================================================================
 // Attention at head width 8 (float). Keys and values of one (batch item, kv head) come packed and
-// transposed (AttentionPack8): kt[e·tkpad + j], vt[e·tkpad + j], keys padded with zeros to tkpad (a
-// multiple of 16) and kbias[j] = 0 for a key, −inf for padding. A vector holds the scores of W keys
+// transposed in tiles of 16 keys (AttentionPack8, attn8_keys), padded with zeros to tkpad (a
+// multiple of 16), and kbias[j] = 0 for a key, −inf for padding. A vector holds the scores of W keys
 // for one query row: s = Σ_e (scale·q_e)·K[e] as 8 FMAs in the order e = 0..7 everywhere (forward
 // and both backward passes), so the backward's recomputed P is the forward's.
 
 inline constexpr index_t attn8_key_block = 256;  // keys per sweep: K and V of a block (16 KB) stay in L1
 
-/// One key vector's score for a query whose 8 broadcast (scaled) components are qb.
-inline vf attn8_score(const vf (&qb)[8], const float* kt, index_t tkpad, index_t j) {
-    vf s = vmul(qb[0], vload(kt + j));
-    for (int e = 1; e < 8; ++e) s = vfma(qb[e], vload(kt + e * tkpad + j), s);
-    return s;
-}
-
 /// Online-softmax state of one query row: acc[e] lane-wise partial sums of p·V, l lane-wise sums of p,
-/// m the running maximum (one scalar: every lane is scaled by the same exp(m)).
+/// m the reference maximum (one scalar: every lane is scaled by the same 2^m).
 struct Attn8RowState {
     vf acc[8];
     vf l;
     float m;
 };
 
-template <int NB>
-inline void attn8_forward_vectors(Attn8RowState& st, const vf (&qb)[8], const AttentionPack8& kv, index_t j0, bool tail) {
-    vf s[NB];
-    for (int b = 0; b < NB; ++b) s[b] = attn8_score(qb, kv.kt, kv.tkpad, j0 + b * W);
-    if (tail) s[NB - 1] = vadd(s[NB - 1], vload(kv.kbias + j0 + (NB - 1) * W));
-    vf mx = s[0];
-    for (int b = 1; b < NB; ++b) mx = vmax(mx, s[b]);
-    const float bm = vhmax(mx);
-    if (bm > st.m) {
-        const vf corr = vset(std::exp2(st.m - bm));  // 0 on the first block (m = −inf)
-        for (int e = 0; e < 8; ++e) st.acc[e] = vmul(st.acc[e], corr);
-        st.l = vmul(st.l, corr);
-        st.m = bm;
+/// How far (in base 2) a score may pass the reference maximum before the sums are rescaled: p stays
+/// below 2^8, far from overflow, and a block needs no horizontal maximum unless a score passes it.
+inline constexpr float attn8_rescale_margin = 8.0f;
+
+/// Query rows per forward sweep: they share each load of K and V.
+inline constexpr int attn8_forward_rows_per_sweep = 4;
+
+/// R rows' states (from st) against the key vectors [c0, c1): each load of K and V serves the R rows,
+/// whose (scaled) queries come from qsc [R][8]; the last vector of keys (nv − 1) carries kbias when
+/// the keys do not fill it.
+template <int R>
+inline void attn8_forward_sweep(Attn8RowState* st, const float* qsc, const AttentionPack8& kv, index_t c0, index_t c1, index_t nv, bool padded) {
+    vf acc[R][8], l[R];
+    float m[R];
+    for (int r = 0; r < R; ++r) {
+        for (int e = 0; e < 8; ++e) acc[r][e] = st[r].acc[e];
+        l[r] = st[r].l;
+        m[r] = st[r].m;
     }
-    const vf mv = vset(st.m);
-    for (int b = 0; b < NB; ++b) {
-        const vf p = vexp2_softmax(vsub(s[b], mv));
-        st.l = vadd(st.l, p);
-        const index_t j = j0 + b * W;
-        for (int e = 0; e < 8; ++e) st.acc[e] = vfma(p, vload(kv.vt + e * kv.tkpad + j), st.acc[e]);
+    for (index_t c = c0; c < c1; ++c) {
+        const float* kt = attn8_keys(kv, c * W);
+        vf s[R];
+        {
+            const vf k = vload(kt);
+            for (int r = 0; r < R; ++r) s[r] = vmul(vset(qsc[r * 8]), k);
+        }
+        for (int e = 1; e < 8; ++e) {
+            const vf k = vload(kt + 16 * e);
+            for (int r = 0; r < R; ++r) s[r] = vfma(vset(qsc[r * 8 + e]), k, s[r]);
+        }
+        if (padded && c == nv - 1) {
+            const vf kb = vload(kv.kbias + c * W);
+            for (int r = 0; r < R; ++r) s[r] = vadd(s[r], kb);
+        }
+        vf p[R];
+        for (int r = 0; r < R; ++r) {
+            if (vany_greater(s[r], vset(m[r] + attn8_rescale_margin))) {  // rare after the first vector (m = −inf)
+                const float bm = vhmax(s[r]);
+                const vf corr = vset(std::exp2(m[r] - bm));  // 0 on the first vector
+                for (int e = 0; e < 8; ++e) acc[r][e] = vmul(acc[r][e], corr);
+                l[r] = vmul(l[r], corr);
+                m[r] = bm;
+            }
+            p[r] = vexp2_softmax(vsub(s[r], vset(m[r])));
+            l[r] = vadd(l[r], p[r]);
+        }
+        for (int e = 0; e < 8; ++e) {
+            const vf v = vload(kt + 128 + 16 * e);
+            for (int r = 0; r < R; ++r) acc[r][e] = vfma(p[r], v, acc[r][e]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        for (int e = 0; e < 8; ++e) st[r].acc[e] = acc[r][e];
+        st[r].l = l[r];
+        st[r].m = m[r];
     }
 }
 
@@ -291,8 +339,9 @@ inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t
     const float scale2 = scale * 1.44269504088896341f;
     constexpr index_t max_rows = 64;
     Attn8RowState state[max_rows];
+    alignas(64) float qsc[max_rows * 8];
     for (index_t r = 0; r < rows; ++r) {
-        for (int e = 0; e < 8; ++e) state[r].acc[e] = vzero();
+        for (int e = 0; e < 8; ++e) state[r].acc[e] = vzero(), qsc[r * 8 + e] = scale2 * q[r * ldq + e];
         state[r].l = vzero();
         state[r].m = -std::numeric_limits<float>::infinity();
     }
@@ -300,16 +349,10 @@ inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t
     const bool padded = kv.tk % W != 0;
     for (index_t c0 = 0; c0 < nv; c0 += attn8_key_block / W) {
         const index_t c1 = std::min(nv, c0 + attn8_key_block / W);
-        for (index_t r = 0; r < rows; ++r) {
-            const float* qr = q + r * ldq;
-            vf qb[8];
-            for (int e = 0; e < 8; ++e) qb[e] = vset(scale2 * qr[e]);
-            Attn8RowState st = state[r];
-            index_t c = c0;
-            for (; c + 4 <= c1 && !(padded && c + 4 == nv); c += 4) attn8_forward_vectors<4>(st, qb, kv, c * W, false);
-            for (; c < c1; ++c) attn8_forward_vectors<1>(st, qb, kv, c * W, padded && c == nv - 1);
-            state[r] = st;
-        }
+        index_t r = 0;
+        for (; r + attn8_forward_rows_per_sweep <= rows; r += attn8_forward_rows_per_sweep)
+            attn8_forward_sweep<attn8_forward_rows_per_sweep>(state + r, qsc + r * 8, kv, c0, c1, nv, padded);
+        for (; r < rows; ++r) attn8_forward_sweep<1>(state + r, qsc + r * 8, kv, c0, c1, nv, padded);
     }
     for (index_t r = 0; r < rows; ++r) {
         const float l = vhsum(state[r].l);
@@ -331,6 +374,36 @@ inline void attn8_dq_from_tile(const float* tile, index_t nkeys, const float* kr
     for (int r = 0; r < QR; ++r) _mm256_storeu_ps(dqp + r * 8, acc[r]);
 }
 
+/// NQ consecutive queries (from i) against one vector of keys (K rows at kt + 16·e, V rows at
+/// kt + 128 + 16·e): dS into ds_row (query i + n at ds_row + 64·n), dK and dV ADDED into the
+/// registers dk, dv. Two queries share each load of K and V.
+template <int NQ>
+inline void attn8_tile_queries(const float* kt, const float* qs, const float* gs, const float* neg_lse, const float* neg_dc, index_t i,
+                               float* ds_row, vf (&dk)[8], vf (&dv)[8]) {
+    vf s[NQ], dp[NQ];
+    for (int n = 0; n < NQ; ++n) s[n] = vset(neg_lse[i + n]), dp[n] = vset(neg_dc[i + n]);  // s − lse, dP − dc from the start
+    for (int e = 0; e < 8; ++e) {
+        const vf k = vload(kt + 16 * e);
+        for (int n = 0; n < NQ; ++n) s[n] = vfma(vset(qs[(i + n) * 8 + e]), k, s[n]);
+    }
+    vf p[NQ];
+    for (int n = 0; n < NQ; ++n) p[n] = vexp2_softmax(s[n]);
+    for (int e = 0; e < 8; ++e) {
+        const vf v = vload(kt + 128 + 16 * e);
+        for (int n = 0; n < NQ; ++n) dp[n] = vfma(vset(gs[(i + n) * 8 + e]), v, dp[n]);
+    }
+    for (int n = 0; n < NQ; ++n) {
+        const vf ds = vmul(p[n], dp[n]);
+        vstore(ds_row + 64 * n, ds);
+        const float* qi = qs + (i + n) * 8;
+        const float* gi = gs + (i + n) * 8;
+        for (int e = 0; e < 8; ++e) {
+            dv[e] = vfma(p[n], vset(gi[e]), dv[e]);
+            dk[e] = vfma(ds, vset(qi[e]), dk[e]);
+        }
+    }
+}
+
 /// The backward of one tile in one sweep of the scores: keys [j0, j0 + nkeys) (j0 a multiple of 64,
 /// nkeys <= 64) against the queries [i0, i1) (at most 64) of one head. dK, dV are ADDED into dkt/dvt
 /// [8][64] (e-major, key j0 + c at column c); Σ_j dS_ij K_j is ADDED into dqp [tq][8] (the caller
@@ -343,31 +416,16 @@ inline void attn8_backward_tile(const AttentionPack8& kv, index_t j0, index_t nk
                                 float* dqp, float* ds_tile) {
     for (index_t c = 0; c * W < nkeys; ++c) {
         const index_t j = j0 + c * W;
-        // K and V are read from L1 as the FMAs' memory operands: the 16 accumulators stay in registers.
-        const float* kt = kv.kt + j;
-        const float* vt = kv.vt + j;
-        const index_t ld = kv.tkpad;
+        const float* kt = attn8_keys(kv, j);
         vf dk[8], dv[8];
         for (int e = 0; e < 8; ++e) {
             dk[e] = vload(dkt + e * 64 + c * W);
             dv[e] = vload(dvt + e * 64 + c * W);
         }
         float* ds_col = ds_tile + c * W;
-        for (index_t i = i0; i < i1; ++i) {
-            const float* qi = qs + i * 8;
-            const float* gi = gs + i * 8;
-            vf s = vfma(vset(qi[0]), vload(kt), vset(neg_lse[i]));  // s − lse from the start
-            for (int e = 1; e < 8; ++e) s = vfma(vset(qi[e]), vload(kt + e * ld), s);
-            const vf p = vexp2_softmax(s);
-            vf dp = vfma(vset(gi[0]), vload(vt), vset(neg_dc[i]));  // dP − dc from the start
-            for (int e = 1; e < 8; ++e) dp = vfma(vset(gi[e]), vload(vt + e * ld), dp);
-            const vf ds = vmul(p, dp);
-            vstore(ds_col + (i - i0) * 64, ds);
-            for (int e = 0; e < 8; ++e) {
-                dv[e] = vfma(p, vset(gi[e]), dv[e]);
-                dk[e] = vfma(ds, vset(qi[e]), dk[e]);
-            }
-        }
+        index_t i = i0;
+        for (; i + 4 <= i1; i += 4) attn8_tile_queries<4>(kt, qs, gs, neg_lse, neg_dc, i, ds_col + (i - i0) * 64, dk, dv);
+        for (; i < i1; ++i) attn8_tile_queries<1>(kt, qs, gs, neg_lse, neg_dc, i, ds_col + (i - i0) * 64, dk, dv);
         for (int e = 0; e < 8; ++e) {
             vstore(dkt + e * 64 + c * W, dk[e]);
             vstore(dvt + e * 64 + c * W, dv[e]);
