@@ -1958,7 +1958,8 @@ struct DenseBlockCase {
     index_t batch, genes, heads, dh;
 };
 /// 130 genes: more than one task's 128 gene rows; sample 1 has no keys.
-inline std::vector<DenseBlockCase> dense_block_cases() { return {{3, 37, 2, 4}, {2, 130, 4, 8}}; }
+/// The last case is the CGT's shape (8 heads of width 8): the CPU's vector path, genes in lanes.
+inline std::vector<DenseBlockCase> dense_block_cases() { return {{3, 37, 2, 4}, {2, 130, 4, 8}, {3, 130, 8, 8}}; }
 inline std::string dense_block_label(const DenseBlockCase& c) {
     return fmt::format("batch={} genes={} heads={} dh={} (a sample without keys)", c.batch, c.genes, c.heads, c.dh);
 }

@@ -3,13 +3,15 @@
 // model): a GEMM-shaped block product of width 8 wastes most of the machine, so these kernels keep
 // the scores of a vector of keys in a register, 8 FMAs per score vector, in base 2 (the queries
 // carry log2 e, so the exponential is vexp2_softmax: two exact subtractions of range reduction;
-// the backward's −LSE and −(D − c) enter as FMA addends). Keys and values are packed once per call, transposed, per (batch item, kv head).
-//  - forward: tasks are (batch item, head, 64 query rows); a row sweeps the keys in blocks of 256
-//    with an online softmax (one running maximum per row);
+// the backward's −LSE and −(D − c) enter as FMA addends). Keys and values are packed once per call,
+// transposed in tiles of 16 keys, per (batch item, kv head).
+//  - forward: tasks are (batch item, head, 64 query rows); four rows at a time sweep the keys in
+//    blocks of 256 with an online softmax (one reference maximum per row, moved only when a score
+//    passes it by 2^8), sharing each load of K and V;
 //  - backward, from the forward's LSE, in one sweep of the scores: tasks (batch item, kv head, range
-//    of keys) loop over tiles of 64 keys × 64 queries of the group's heads; a tile's dS goes through L1
-//    once, giving dK, dV (kept in registers) and each query's part of dQ (per range, summed over the
-//    ranges in order afterwards). Each sum runs in a fixed order, so results do not depend on the
+//    of keys) loop over tiles of 64 keys × 64 queries of the group's heads, four queries per step; a
+//    tile's dS goes through L1 once, giving dK, dV (kept in registers) and each query's part of dQ
+//    (per range, summed over the ranges in order afterwards). Each sum runs in a fixed order, so results do not depend on the
 //    thread count. The graph hook's dense part enters through D_i − c_i; its sparse part is the
 //    generic kernel's edge pass.
 // Anything else (double, other widths, dropout, other CPUs, empty operands) takes the generic path.

@@ -6,7 +6,9 @@
 // residuals, both LayerNorms, the activation) happens while the rows are in cache.
 // With |S| keys, the output projection is applied to each value head by head once per sample
 // (U[e, h] = W_o[:, h]·v_e^h), so a row's attention output costs |S|·heads·d multiply-adds, not d²,
-// and the backward needs no saved attention output. The gradient partials of each task are summed
+// and the backward needs no saved attention output. In float at the CGT's head width (8) the
+// attention runs with the block's genes in vector lanes (DenseAttentionRows: queries transposed once
+// per task, a vector exp, no per-head scalar loops). The gradient partials of each task are summed
 // in task order: results do not depend on the thread count.
 #include <algorithm>
 #include <cmath>
@@ -102,6 +104,13 @@ inline void layer_norm_row_backward(const T* dy, const T* xhat, T rstd, const T*
         dx[j] = static_cast<T>(math::layer_norm_input_grad(static_cast<double>(rstd), static_cast<double>(dy[j]) * w[j], sg, xhat[j], sgh));
 }
 
+/// Whether the block's attention runs with genes in vector lanes (DenseAttentionRows): float, head
+/// width 8, d a multiple of 64, on a CPU with the vector kernels.
+template <class T>
+inline bool dense_attention_in_lanes(index_t dh, index_t d) {
+    return std::is_same_v<T, float> && CELLTX_SIMD && simd_level() != SimdLevel::none && dh == 8 && d % 64 == 0;
+}
+
 /// y = act(x) and x := act'(x) (n elements): GELU through the vector kernel's single Φ where it runs.
 template <class T>
 inline void activation_value_and_derivative(ActivationKind kind, T* x, T* y, index_t n) {
@@ -133,13 +142,42 @@ struct dense_cross_attention {
         index_t max_keys = 0;
         for (index_t b = 0; b < Bn; ++b) max_keys = std::max(max_keys, a.key_offsets[b + 1] - a.key_offsets[b]);
         const index_t C = dense_block_rows, tasks = (N + C - 1) / C;
+        const bool lanes = dense_attention_in_lanes<T>(dh, d);
         parallel_for(tasks, [&](index_t t) {
             const index_t g0 = t * C, c = std::min(C, N - g0);
             std::vector<T> x1(static_cast<std::size_t>(c * d)), hid(static_cast<std::size_t>(c * ff)), f(static_cast<std::size_t>(c * d)),
                 sc(static_cast<std::size_t>(std::max<index_t>(max_keys, 1)));
+            // The vector path: the block's queries transposed once (genes in lanes), softmax statistics per head.
+            const index_t ld = C;
+            std::vector<float> qt, ml, pbuf;
+            if (lanes) {
+                qt.assign(static_cast<std::size_t>(d * ld), 0.0f);
+                for (index_t i = 0; i < c; ++i)
+                    for (index_t o = 0; o < d; ++o) qt[static_cast<std::size_t>(o * ld + i)] = static_cast<float>(scale * q[(g0 + i) * d + o]);
+                ml.resize(static_cast<std::size_t>(2 * nh * ld));
+                pbuf.resize(static_cast<std::size_t>(nh * std::max<index_t>(max_keys, 1) * ld));
+            }
             for (index_t b = 0; b < Bn; ++b) {
                 const index_t k0 = a.key_offsets[b], tk = a.key_offsets[b + 1] - k0;
-                for (index_t i = 0; i < c; ++i) {
+                bool in_lanes = false;
+                if constexpr (std::is_same_v<T, float>) in_lanes = lanes && tk > 0;
+                if (in_lanes) {
+                    for (index_t i = 0; i < c; ++i) std::copy_n(H + (g0 + i) * d, d, x1.data() + i * d);
+                    if constexpr (std::is_same_v<T, float>) {
+                        const DenseAttentionRows rows{qt.data(), ld, c, kv + k0 * 2 * d, 2 * d, tk, nh, d, U.data() + k0 * nh * d};
+                        simd_dense_attention_forward(rows, x1.data(), ml.data(), ml.data() + nh * ld, pbuf.data());
+                    }
+                    for (index_t i = 0; i < c; ++i) {
+                        const index_t r = b * N + g0 + i;
+                        T* xr = x1.data() + i * d;
+                        for (index_t h = 0; h < nh; ++h)
+                            s.lse[r * nh + h] = static_cast<T>(math::online_softmax_lse(ml[static_cast<std::size_t>(h * ld + i)],
+                                                                                        ml[static_cast<std::size_t>((nh + h) * ld + i)]));
+                        for (index_t o = 0; o < d; ++o) xr[o] += w.out_b[o];
+                        layer_norm_row(xr, w.norm1_w, w.norm1_b, d, a.eps1, s.xhat1 + r * d, s.rstd1 + r, xr);
+                    }
+                }
+                for (index_t i = 0; i < c && !in_lanes; ++i) {
                     const index_t g = g0 + i, r = b * N + g;
                     T* xr = x1.data() + i * d;  // H[g] + a, then LN1's output
                     std::copy_n(H + g * d, d, xr);
@@ -192,6 +230,7 @@ struct dense_cross_attention {
         const index_t o_w0 = 0, o_b0 = o_w0 + ff * d, o_w3 = o_b0 + ff, o_b3 = o_w3 + d * ff, o_n1w = o_b3 + d, o_n1b = o_n1w + d,
                       o_n2w = o_n1b + d, o_n2b = o_n2w + d, o_ob = o_n2b + d, o_dU = o_ob + d, o_dK = o_dU + E * nh * d, P = o_dK + E * d;
         const index_t C = dense_block_rows, tasks = N > 0 ? (N + C - 1) / C : 0;
+        const bool lanes = dense_attention_in_lanes<T>(dh, d);
         std::vector<T> partial(static_cast<std::size_t>(tasks * P), T(0));
         parallel_for(tasks, [&](index_t t) {
             T* pt = partial.data() + t * P;
@@ -200,6 +239,19 @@ struct dense_cross_attention {
             std::vector<T> x1(cd), dr(cd), dx(cd), pre(cf), hid(cf), dhid(cf), p(static_cast<std::size_t>(std::max<index_t>(max_keys, 1))),
                 dp(p.size());
             std::fill_n(dq + g0 * d, c * d, T(0));
+            // The vector path: queries, the attention output's gradient and the LSE transposed (genes in
+            // lanes); dQ accumulates transposed over the samples.
+            const index_t ld = C;
+            std::vector<float> qt, dat, lset, dqt, scratch;
+            if (lanes) {
+                qt.assign(static_cast<std::size_t>(d * ld), 0.0f);
+                for (index_t i = 0; i < c; ++i)
+                    for (index_t o = 0; o < d; ++o) qt[static_cast<std::size_t>(o * ld + i)] = static_cast<float>(scale * q[(g0 + i) * d + o]);
+                dat.assign(qt.size(), 0.0f);
+                dqt.assign(qt.size(), 0.0f);
+                lset.assign(static_cast<std::size_t>(nh * ld), 0.0f);
+                scratch.resize(static_cast<std::size_t>(2 * std::max<index_t>(max_keys, 1) * ld));
+            }
             for (index_t b = 0; b < Bn; ++b) {
                 const index_t k0 = a.key_offsets[b], tk = a.key_offsets[b + 1] - k0, r0 = b * N + g0;
                 // LN2 backward (into dr: the gradient of x + FFN(x)), and x = LN1's output from its saved xhat.
@@ -227,6 +279,28 @@ struct dense_cross_attention {
                     for (index_t j = 0; j < ff; ++j) pt[o_b0 + j] += hid[static_cast<std::size_t>(i * ff + j)];
                 }
                 // LN1 backward (dr now holds the gradient of H[g] + a), the residual into dH, then the attention.
+                bool in_lanes = false;
+                if constexpr (std::is_same_v<T, float>) in_lanes = lanes && tk > 0;
+                if (in_lanes) {
+                    for (index_t i = 0; i < c; ++i) {
+                        const index_t g = g0 + i, r = r0 + i;
+                        T* da = dr.data() + i * d;
+                        layer_norm_row_backward(dx.data() + i * d, s.xhat1 + r * d, s.rstd1[r], w.norm1_w, d, da, pt + o_n1w, pt + o_n1b);
+                        T* dh_row = dH + g * d;
+                        for (index_t o = 0; o < d; ++o) {
+                            dh_row[o] += da[o];
+                            pt[o_ob + o] += da[o];
+                            dat[static_cast<std::size_t>(o * ld + i)] = static_cast<float>(da[o]);
+                        }
+                        for (index_t h = 0; h < nh; ++h) lset[static_cast<std::size_t>(h * ld + i)] = static_cast<float>(s.lse[r * nh + h]);
+                    }
+                    if constexpr (std::is_same_v<T, float>) {
+                        const DenseAttentionRows rows{qt.data(), ld, c, kv + k0 * 2 * d, 2 * d, tk, nh, d, U.data() + k0 * nh * d};
+                        simd_dense_attention_backward(rows, dr.data(), dat.data(), lset.data(), dqt.data(), pt + o_dU + k0 * nh * d, pt + o_dK + k0 * d,
+                                                      d, scratch.data());
+                    }
+                    continue;
+                }
                 for (index_t i = 0; i < c; ++i) {
                     const index_t g = g0 + i, r = r0 + i;
                     T* da = dr.data() + i * d;
@@ -262,6 +336,9 @@ struct dense_cross_attention {
                     }
                 }
             }
+            if (lanes)
+                for (index_t i = 0; i < c; ++i)
+                    for (index_t o = 0; o < d; ++o) dq[(g0 + i) * d + o] += scale * static_cast<T>(dqt[static_cast<std::size_t>(o * ld + i)]);
         });
         // The tasks' partials, summed in task order (each element by one thread).
         std::vector<T> total(static_cast<std::size_t>(P));

@@ -42,6 +42,18 @@ struct AttentionPack8 {
 /// V row e at attn8_keys(kv, j) + 128 + 16·e.
 inline const float* attn8_keys(const AttentionPack8& kv, index_t j) { return kv.tiles + (j >> 4) * 256 + (j & 15); }
 
+/// One sample's attention over a block of gene rows for the dense Type I block, genes in vector lanes
+/// (head width 8, d a multiple of 64): each row attends to the sample's tk keys.
+struct DenseAttentionRows {
+    const float* qt = nullptr;    // [d][ld]: the rows' queries times 1/√8, transposed; lanes from `rows` on are 0
+    index_t ld = 0;               // lanes per transposed row: a multiple of 16, at least rows
+    index_t rows = 0;
+    const float* keys = nullptr;  // key j's K row at keys + j·key_stride
+    index_t key_stride = 0;
+    index_t tk = 0, heads = 0, d = 0;
+    const float* u = nullptr;     // [tk][heads][d]: U[j, h] = W_o[:, h]·v_j^h
+};
+
 /// The best level this CPU runs, lowered by CELLTX_CPU_SIMD when set.
 inline SimdLevel detect_simd_level() {
 #if CELLTX_SIMD
@@ -145,12 +157,27 @@ inline bool simd_gelu_backward(const float* x, const float* dy, float* dx, index
 inline bool simd_exp2_softmax(const float* x, float* y, index_t n) { return run_simd(simd_avx512::exp2_softmax_array, simd_avx2::exp2_softmax_array, x, y, n); }
 /// y[i] = exp(x[i]) through vexp (tests measure its error).
 inline bool simd_exp(const float* x, float* y, index_t n) { return run_simd(simd_avx512::exp_array, simd_avx2::exp_array, x, y, n); }
+/// The dense Type I block's attention forward over a block of rows (see simd_isa.inl).
+inline bool simd_dense_attention_forward(const DenseAttentionRows& a, float* x, float* m, float* l, float* p) {
+    return run_simd(simd_avx512::dense_attention_forward_rows, simd_avx2::dense_attention_forward_rows, a, x, m, l, p);
+}
+/// The dense Type I block's attention backward over a block of rows (see simd_isa.inl).
+inline bool simd_dense_attention_backward(const DenseAttentionRows& a, const float* da, const float* dat, const float* lset, float* dqt,
+                                          float* du, float* dk, index_t dk_stride, float* scratch) {
+    return run_simd(simd_avx512::dense_attention_backward_rows, simd_avx2::dense_attention_backward_rows, a, da, dat, lset, dqt, du, dk,
+                    dk_stride, scratch);
+}
 #else
 inline bool simd_gelu_forward(const float*, float*, index_t) { return false; }
 inline bool simd_gelu_value_and_derivative(const float*, float*, float*, index_t) { return false; }
 inline bool simd_gelu_backward(const float*, const float*, float*, index_t) { return false; }
 inline bool simd_exp2_softmax(const float*, float*, index_t) { return false; }
 inline bool simd_exp(const float*, float*, index_t) { return false; }
+inline bool simd_dense_attention_forward(const DenseAttentionRows&, float*, float*, float*, float*) { return false; }
+inline bool simd_dense_attention_backward(const DenseAttentionRows&, const float*, const float*, const float*, float*, float*, float*, index_t,
+                                          float*) {
+    return false;
+}
 #endif
 
 } // namespace celltx::cpu_detail

@@ -438,4 +438,110 @@ inline void attn8_backward_tile(const AttentionPack8& kv, index_t j0, index_t nk
     for (; r < rows; ++r) attn8_dq_from_tile<1>(ds_tile + r * 64, nkeys, krows, ldk, dqp + (i0 + r) * 8);
 }
 
+
+// =================================================================================================
+// The dense Type I block's attention (DenseAttentionRows): a block of gene rows of one sample, the
+// genes in vector lanes, against the sample's few keys. Per lane the arithmetic is the ragged
+// kernels': scores Σ_c (q_c/√8)·k_c, softmax over the keys, the output Σ_{h,j} p_hj·U[j, h].
+
+/// x[i] += Σ_{h,j} P_hj(i)·U[j, h] for each row i < rows; m, l [heads][ld]: each row's maximum score
+/// and Σ exp(s − m) per head (the caller forms the LSE); p: scratch of heads·tk·ld floats.
+inline void dense_attention_forward_rows(const DenseAttentionRows& a, float* x, float* m, float* l, float* p) {
+    const index_t ld = a.ld, tk = a.tk, d = a.d;
+    for (index_t h = 0; h < a.heads; ++h) {
+        float* ph = p + h * tk * ld;
+        for (index_t v = 0; v < ld; v += W) {
+            vf mx = vset(-std::numeric_limits<float>::infinity());
+            for (index_t j = 0; j < tk; ++j) {
+                const float* k = a.keys + j * a.key_stride + h * 8;
+                vf sc = vmul(vload(a.qt + (h * 8) * ld + v), vset(k[0]));
+                for (int c = 1; c < 8; ++c) sc = vfma(vload(a.qt + (h * 8 + c) * ld + v), vset(k[c]), sc);
+                vstore(ph + j * ld + v, sc);
+                mx = vmax(mx, sc);
+            }
+            vf sum = vzero();
+            for (index_t j = 0; j < tk; ++j) {
+                const vf e = vexp(vsub(vload(ph + j * ld + v), mx));
+                vstore(ph + j * ld + v, e);
+                sum = vadd(sum, e);
+            }
+            for (index_t j = 0; j < tk; ++j) vstore(ph + j * ld + v, vdiv(vload(ph + j * ld + v), sum));
+            vstore(m + h * ld + v, mx);
+            vstore(l + h * ld + v, sum);
+        }
+    }
+    for (index_t i = 0; i < a.rows; ++i) {
+        float* xr = x + i * d;
+        for (index_t o = 0; o < d; o += 4 * W) {
+            vf acc[4];
+            for (int t = 0; t < 4; ++t) acc[t] = vload(xr + o + t * W);
+            for (index_t h = 0; h < a.heads; ++h)
+                for (index_t j = 0; j < tk; ++j) {
+                    const vf pv = vset(p[(h * tk + j) * ld + i]);
+                    const float* u = a.u + (j * a.heads + h) * d + o;
+                    for (int t = 0; t < 4; ++t) acc[t] = vfma(pv, vload(u + t * W), acc[t]);
+                }
+            for (int t = 0; t < 4; ++t) vstore(xr + o + t * W, acc[t]);
+        }
+    }
+}
+
+/// The backward of dense_attention_forward_rows for one sample, given da [rows][d] (the gradient of
+/// the attention output), dat = daᵀ [d][ld] and lset [heads][ld] (the forward's LSE, 0 past rows):
+/// ADDS Σ_j dS_ij k_j into dqt [d][ld] (dS without the 1/√8: the caller scales), P·da into du
+/// [tk][heads][d] and dSᵀ·(q/√8) into key j's dk row (dk + j·dk_stride). scratch: 2·tk·ld floats.
+inline void dense_attention_backward_rows(const DenseAttentionRows& a, const float* da, const float* dat, const float* lset, float* dqt,
+                                          float* du, float* dk, index_t dk_stride, float* scratch) {
+    const index_t ld = a.ld, tk = a.tk, d = a.d;
+    float* P = scratch;
+    float* DS = scratch + tk * ld;
+    for (index_t h = 0; h < a.heads; ++h) {
+        for (index_t v = 0; v < ld; v += W) {
+            const vf lv = vload(lset + h * ld + v);
+            vf D = vzero();
+            for (index_t j = 0; j < tk; ++j) {
+                const float* k = a.keys + j * a.key_stride + h * 8;
+                vf sc = vmul(vload(a.qt + (h * 8) * ld + v), vset(k[0]));
+                for (int c = 1; c < 8; ++c) sc = vfma(vload(a.qt + (h * 8 + c) * ld + v), vset(k[c]), sc);
+                const vf pj = vexp(vsub(sc, lv));
+                const float* u = a.u + (j * a.heads + h) * d;
+                vf g0 = vzero(), g1 = vzero();  // dP = da·U[j, h], two chains
+                for (index_t o = 0; o < d; o += 2) {
+                    g0 = vfma(vload(dat + o * ld + v), vset(u[o]), g0);
+                    g1 = vfma(vload(dat + (o + 1) * ld + v), vset(u[o + 1]), g1);
+                }
+                const vf g = vadd(g0, g1);
+                vstore(P + j * ld + v, pj);
+                vstore(DS + j * ld + v, g);
+                D = vfma(pj, g, D);
+            }
+            for (index_t j = 0; j < tk; ++j) vstore(DS + j * ld + v, vmul(vload(P + j * ld + v), vsub(vload(DS + j * ld + v), D)));
+            for (int c = 0; c < 8; ++c) {
+                float* q = dqt + (h * 8 + c) * ld + v;
+                vf acc = vload(q);
+                for (index_t j = 0; j < tk; ++j) acc = vfma(vload(DS + j * ld + v), vset(a.keys[j * a.key_stride + h * 8 + c]), acc);
+                vstore(q, acc);
+            }
+        }
+        for (index_t j = 0; j < tk; ++j) {
+            float* duj = du + (j * a.heads + h) * d;
+            for (index_t o = 0; o < d; o += 4 * W) {
+                vf acc[4];
+                for (int t = 0; t < 4; ++t) acc[t] = vload(duj + o + t * W);
+                for (index_t i = 0; i < a.rows; ++i) {
+                    const vf pv = vset(P[j * ld + i]);
+                    for (int t = 0; t < 4; ++t) acc[t] = vfma(pv, vload(da + i * d + o + t * W), acc[t]);
+                }
+                for (int t = 0; t < 4; ++t) vstore(duj + o + t * W, acc[t]);
+            }
+            float* dkj = dk + j * dk_stride + h * 8;
+            for (int c = 0; c < 8; ++c) {
+                vf acc = vzero();
+                for (index_t v = 0; v < ld; v += W) acc = vfma(vload(DS + j * ld + v), vload(a.qt + (h * 8 + c) * ld + v), acc);
+                dkj[c] += vhsum(acc);
+            }
+        }
+    }
+}
+
 } // namespace celltx::cpu_detail::CELLTX_SIMD_NS
