@@ -1,19 +1,20 @@
 #pragma once
 // The attention at head width 8 in float on AVX2 / AVX-512 CPUs (the CGT's 8 heads of a 64-wide
 // model): a GEMM-shaped block product of width 8 wastes most of the machine, so these kernels keep
-// the scores of a vector of keys in a register, 8 FMAs per score vector, in base 2 (the queries
-// carry log2 e, so the exponential is vexp2_softmax: two exact subtractions of range reduction;
-// the backward's −LSE and −(D − c) enter as FMA addends). Keys and values are packed once per call,
-// transposed in tiles of 16 keys, per (batch item, kv head).
-//  - forward: tasks are (batch item, head, 64 query rows); four rows at a time sweep the keys in
-//    blocks of 256 with an online softmax (one reference maximum per row, moved only when a score
-//    passes it by 2^8), sharing each load of K and V;
+// a vector of scores in a register (W queries against one key, or one query against W keys), 8 FMAs
+// per score vector, in base 2 (the queries carry log2 e, so the exponential is vexp2_softmax, whose
+// range reduction is exact; the backward's −LSE and −(D − c) enter as FMA addends). Keys and values
+// are packed once per call, transposed in tiles of 16 keys, per (batch item, kv head).
+//  - forward: tasks are (batch item, head, 64 query rows); W rows in vector lanes sweep the keys,
+//    16 keys per step (independent score chains), each key's K and V entries broadcast; the online
+//    softmax keeps per-lane sums and a per-lane reference maximum, moved only when a score passes
+//    it by 2^8;
 //  - backward, from the forward's LSE, in one sweep of the scores: tasks (batch item, kv head, range
 //    of keys) loop over tiles of 64 keys × 64 queries of the group's heads, four queries per step; a
 //    tile's dS goes through L1 once, giving dK, dV (kept in registers) and each query's part of dQ
-//    (per range, summed over the ranges in order afterwards). Each sum runs in a fixed order, so results do not depend on the
-//    thread count. The graph hook's dense part enters through D_i − c_i; its sparse part is the
-//    generic kernel's edge pass.
+//    (per range, summed over the ranges in order afterwards).
+// Each sum runs in a fixed order, so results do not depend on the thread count. The graph hook's
+// dense part enters through D_i − c_i; its sparse part is the generic kernel's edge pass.
 // Anything else (double, other widths, dropout, other CPUs, empty operands) takes the generic path.
 #include <algorithm>
 #include <cmath>
@@ -40,15 +41,14 @@ inline bool applies(const AttentionDims& d, const AttentionDropout& drop) {
 
 inline index_t padded_keys(index_t tk) { return (tk + 15) / 16 * 16; }
 
-/// K and V of every (batch item, kv head) in AttentionPack8's tiles of 16 keys, padded, then kbias:
-/// 17·tkpad floats each.
+/// K and V of every (batch item, kv head) in AttentionPack8's tiles of 16 keys, padded with zeros:
+/// 16·tkpad floats each.
 inline Tensor<float> pack_keys(const AttentionDims& d, HeadsRef<const float> k, HeadsRef<const float> v) {
-    const index_t tkpad = padded_keys(d.tk), per = 17 * tkpad;
+    const index_t tkpad = padded_keys(d.tk), per = 16 * tkpad;
     Tensor<float> pack = Tensor<float>::uninitialized(Shape{d.batch * d.hkv * per});
     parallel_for(d.batch * d.hkv, [&](index_t task) {
         const index_t b = task / d.hkv, g = task % d.hkv;
         float* tiles = pack.data() + task * per;
-        float* kbias = tiles + 16 * tkpad;
         for (index_t j = 0; j < tkpad; ++j) {
             const bool key = j < d.tk;
             const float* kj = k.data + (b * d.tk + j) * k.ld + g * 8;
@@ -58,7 +58,6 @@ inline Tensor<float> pack_keys(const AttentionDims& d, HeadsRef<const float> k, 
                 kt[e * 16] = key ? kj[e] : 0.0f;
                 kt[128 + e * 16] = key ? vj[e] : 0.0f;
             }
-            kbias[j] = key ? 0.0f : -std::numeric_limits<float>::infinity();
         }
     }, d.batch * d.hkv * d.tk < 4096 ? d.batch * d.hkv + 1 : 2);
     return pack;
@@ -66,8 +65,7 @@ inline Tensor<float> pack_keys(const AttentionDims& d, HeadsRef<const float> k, 
 
 inline AttentionPack8 pack_of(const Tensor<float>& pack, const AttentionDims& d, index_t b, index_t g) {
     const index_t tkpad = padded_keys(d.tk);
-    const float* base = pack.data() + (b * d.hkv + g) * 17 * tkpad;
-    return {base, base + 16 * tkpad, d.tk, tkpad};
+    return {pack.data() + (b * d.hkv + g) * 16 * tkpad, d.tk, tkpad};
 }
 
 inline void forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo, float* lse) {

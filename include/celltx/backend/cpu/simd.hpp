@@ -29,12 +29,10 @@ enum class SimdLevel { none = 0, avx2 = 1, avx512 = 2 };
 
 /// Keys and values of one (batch item, kv head) for the head-width-8 attention kernels, in tiles of
 /// 16 keys: tile t holds K transposed ([e][16], 128 floats) then V likewise, keys zero-padded to tkpad
-/// (a multiple of 16); kbias[j] = 0 for a key and −inf for padding. A vector of keys reaches all 16
-/// of its K and V rows by constant offsets from one pointer, so a kernel's loop needs no register
-/// per row.
+/// (a multiple of 16). A vector of keys reaches all 16 of its K and V rows by constant offsets from
+/// one pointer, so a kernel's loop needs no register per row.
 struct AttentionPack8 {
     const float* tiles = nullptr;
-    const float* kbias = nullptr;
     index_t tk = 0, tkpad = 0;
 };
 

@@ -260,104 +260,71 @@ inline void exp_array(const float* x, float* y, index_t n) {
 // =================================================================================================
 // Attention at head width 8 (float). Keys and values of one (batch item, kv head) come packed and
 // transposed in tiles of 16 keys (AttentionPack8, attn8_keys), padded with zeros to tkpad (a
-// multiple of 16), and kbias[j] = 0 for a key, −inf for padding. A vector holds the scores of W keys
-// for one query row: s = Σ_e (scale·q_e)·K[e] as 8 FMAs in the order e = 0..7 everywhere (forward
-// and both backward passes), so the backward's recomputed P is the forward's.
+// multiple of 16). Scores are s = Σ_e (scale·log2 e·q_e)·K[e], 8 multiply-adds in the order
+// e = 0..7; the forward keeps W query rows in lanes and broadcasts each key, the backward keeps W
+// keys in lanes and broadcasts each query.
 
-inline constexpr index_t attn8_key_block = 256;  // keys per sweep: K and V of a block (16 KB) stay in L1
-
-/// Online-softmax state of one query row: acc[e] lane-wise partial sums of p·V, l lane-wise sums of p,
-/// m the reference maximum (one scalar: every lane is scaled by the same 2^m).
-struct Attn8RowState {
-    vf acc[8];
-    vf l;
-    float m;
-};
-
-/// How far (in base 2) a score may pass the reference maximum before the sums are rescaled: p stays
-/// below 2^8, far from overflow, and a block needs no horizontal maximum unless a score passes it.
+/// How far (in base 2) a score may pass its row's reference maximum before the sums are rescaled:
+/// p stays below 2^8, far from overflow, and the common step needs no maximum update.
 inline constexpr float attn8_rescale_margin = 8.0f;
 
-/// Query rows per forward sweep: they share each load of K and V.
-inline constexpr int attn8_forward_rows_per_sweep = 4;
-
-/// R rows' states (from st) against the key vectors [c0, c1): each load of K and V serves the R rows,
-/// whose (scaled) queries come from qsc [R][8]; the last vector of keys (nv − 1) carries kbias when
-/// the keys do not fill it.
-template <int R>
-inline void attn8_forward_sweep(Attn8RowState* st, const float* qsc, const AttentionPack8& kv, index_t c0, index_t c1, index_t nv, bool padded) {
-    vf acc[R][8], l[R];
-    float m[R];
-    for (int r = 0; r < R; ++r) {
-        for (int e = 0; e < 8; ++e) acc[r][e] = st[r].acc[e];
-        l[r] = st[r].l;
-        m[r] = st[r].m;
+/// NK keys from j against W query rows in lanes (attn8_forward_rows): the online softmax's sums
+/// (acc, l) and maxima (m) per lane.
+template <int NK>
+inline void attn8_forward_keys(const AttentionPack8& kv, index_t j, const vf (&qt)[8], vf (&acc)[8], vf& l, vf& m) {
+    const float* kj[NK];
+    vf s[NK];
+    for (int t = 0; t < NK; ++t) {
+        kj[t] = attn8_keys(kv, j + t);
+        s[t] = vmul(qt[0], vset(kj[t][0]));
     }
-    for (index_t c = c0; c < c1; ++c) {
-        const float* kt = attn8_keys(kv, c * W);
-        vf s[R];
-        {
-            const vf k = vload(kt);
-            for (int r = 0; r < R; ++r) s[r] = vmul(vset(qsc[r * 8]), k);
-        }
-        for (int e = 1; e < 8; ++e) {
-            const vf k = vload(kt + 16 * e);
-            for (int r = 0; r < R; ++r) s[r] = vfma(vset(qsc[r * 8 + e]), k, s[r]);
-        }
-        if (padded && c == nv - 1) {
-            const vf kb = vload(kv.kbias + c * W);
-            for (int r = 0; r < R; ++r) s[r] = vadd(s[r], kb);
-        }
-        vf p[R];
-        for (int r = 0; r < R; ++r) {
-            if (vany_greater(s[r], vset(m[r] + attn8_rescale_margin))) {  // rare after the first vector (m = −inf)
-                const float bm = vhmax(s[r]);
-                const vf corr = vset(std::exp2(m[r] - bm));  // 0 on the first vector
-                for (int e = 0; e < 8; ++e) acc[r][e] = vmul(acc[r][e], corr);
-                l[r] = vmul(l[r], corr);
-                m[r] = bm;
-            }
-            p[r] = vexp2_softmax(vsub(s[r], vset(m[r])));
-            l[r] = vadd(l[r], p[r]);
-        }
-        for (int e = 0; e < 8; ++e) {
-            const vf v = vload(kt + 128 + 16 * e);
-            for (int r = 0; r < R; ++r) acc[r][e] = vfma(p[r], v, acc[r][e]);
-        }
+    for (int e = 1; e < 8; ++e)
+        for (int t = 0; t < NK; ++t) s[t] = vfma(qt[e], vset(kj[t][16 * e]), s[t]);
+    vf mx = s[0];
+    for (int t = 1; t < NK; ++t) mx = vmax(mx, s[t]);
+    if (vany_greater(mx, vadd(m, vset(attn8_rescale_margin)))) {  // rare after the first keys (m = −inf)
+        const vf mn = vmax(m, mx);
+        const vf corr = vexp2_softmax(vsub(m, mn));  // about 1e-38 on the first keys, against sums of 0
+        for (int e = 0; e < 8; ++e) acc[e] = vmul(acc[e], corr);
+        l = vmul(l, corr);
+        m = mn;
     }
-    for (int r = 0; r < R; ++r) {
-        for (int e = 0; e < 8; ++e) st[r].acc[e] = acc[r][e];
-        st[r].l = l[r];
-        st[r].m = m[r];
+    for (int t = 0; t < NK; ++t) {
+        const vf p = vexp2_softmax(vsub(s[t], m));
+        l = vadd(l, p);
+        for (int e = 0; e < 8; ++e) acc[e] = vfma(p, vset(kj[t][128 + 16 * e]), acc[e]);
     }
 }
 
+inline constexpr int attn8_forward_keys_per_step = 16;  // independent score chains per step (2, 4, 8, 32 were slower)
+
 /// O and LSE of `rows` query rows of one head: q row r at q + r·ldq (8 floats), o likewise; lse[r]
-/// (natural log; the sweep keeps scores and maxima in base 2).
+/// (natural log; the sweep keeps scores and maxima in base 2). The queries lie in vector lanes (W
+/// rows at a time, transposed once); each key's 16 entries are broadcast operands, so the
+/// accumulators of P·V, the sums and the maxima are per lane: no horizontal operation in the loop.
 inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo,
                                float* lse) {
     const float scale2 = scale * 1.44269504088896341f;
-    constexpr index_t max_rows = 64;
-    Attn8RowState state[max_rows];
-    alignas(64) float qsc[max_rows * 8];
-    for (index_t r = 0; r < rows; ++r) {
-        for (int e = 0; e < 8; ++e) state[r].acc[e] = vzero(), qsc[r * 8 + e] = scale2 * q[r * ldq + e];
-        state[r].l = vzero();
-        state[r].m = -std::numeric_limits<float>::infinity();
-    }
-    const index_t nv = (kv.tk + W - 1) / W;  // vectors of keys; the last one holds padding when tk % W != 0
-    const bool padded = kv.tk % W != 0;
-    for (index_t c0 = 0; c0 < nv; c0 += attn8_key_block / W) {
-        const index_t c1 = std::min(nv, c0 + attn8_key_block / W);
-        index_t r = 0;
-        for (; r + attn8_forward_rows_per_sweep <= rows; r += attn8_forward_rows_per_sweep)
-            attn8_forward_sweep<attn8_forward_rows_per_sweep>(state + r, qsc + r * 8, kv, c0, c1, nv, padded);
-        for (; r < rows; ++r) attn8_forward_sweep<1>(state + r, qsc + r * 8, kv, c0, c1, nv, padded);
-    }
-    for (index_t r = 0; r < rows; ++r) {
-        const float l = vhsum(state[r].l);
-        for (int e = 0; e < 8; ++e) o[r * ldo + e] = vhsum(state[r].acc[e]) / l;
-        lse[r] = (state[r].m + std::log2(l)) * 0.693147180559945309f;
+    constexpr int NK = attn8_forward_keys_per_step;
+    for (index_t r0 = 0; r0 < rows; r0 += W) {
+        const index_t n = std::min<index_t>(W, rows - r0);
+        alignas(64) float buf[8 * W] = {};
+        for (index_t r = 0; r < n; ++r)
+            for (int e = 0; e < 8; ++e) buf[e * W + r] = scale2 * q[(r0 + r) * ldq + e];
+        vf qt[8], acc[8];
+        for (int e = 0; e < 8; ++e) qt[e] = vload(buf + e * W), acc[e] = vzero();
+        vf l = vzero(), m = vset(-std::numeric_limits<float>::infinity());
+        index_t j = 0;
+        for (; j + NK <= kv.tk; j += NK) attn8_forward_keys<NK>(kv, j, qt, acc, l, m);
+        for (; j < kv.tk; ++j) attn8_forward_keys<1>(kv, j, qt, acc, l, m);
+        for (int e = 0; e < 8; ++e) vstore(buf + e * W, vdiv(acc[e], l));
+        alignas(64) float lb[W], mb[W];
+        vstore(lb, l);
+        vstore(mb, m);
+        for (index_t r = 0; r < n; ++r) {
+            for (int e = 0; e < 8; ++e) o[(r0 + r) * ldo + e] = buf[e * W + r];
+            lse[r0 + r] = (mb[r] + std::log2(lb[r])) * 0.693147180559945309f;
+        }
     }
 }
 
