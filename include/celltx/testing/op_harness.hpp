@@ -2052,8 +2052,9 @@ void naive_dense_block(const DenseBlockCase& c, OpArrays<T>& a) {
 
 /// The forward's naive is naive_dense_block. The backward's naive is the CPU kernel in T (so the
 /// harness checks its float run against float64); its independent reference is finite differences
-/// (check_backward_ops), and tests/test_cgt_heads.cpp compares the transform with the ragged ops'
-/// path in double within 1e-12.
+/// (check_backward_ops), tests/test_cgt_heads.cpp compares the transform with the ragged ops' path
+/// in double within 1e-12, and tests/test_ops.cpp checks the CPU's float vector path against its
+/// scalar path.
 struct DenseCrossAttentionBlockForward {
     static constexpr const char* name = "dense_cross_attention_block_forward";
     static constexpr bool optional = true;

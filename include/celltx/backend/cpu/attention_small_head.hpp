@@ -31,7 +31,7 @@ using ops::AttentionDims;
 using ops::AttentionDropout;
 using ops::HeadsRef;
 
-inline constexpr index_t rows_per_task = 64;  // query rows per task (the kernels' max_rows)
+inline constexpr index_t rows_per_task = 64;  // query rows per forward task and per backward tile
 inline constexpr index_t keys_per_task = 64;  // keys per backward tile
 
 /// Whether the head-width-8 kernels take this call.
@@ -158,10 +158,11 @@ inline void backward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<c
             for (index_t hh = 0; hh < group; ++hh) {
                 const index_t h = g * group + hh;
                 const float* qs = qpack.data() + (b * d.hq + h) * per_head;
+                const float *gs = qs + 8 * d.tq, *neg_dc = gs + 8 * d.tq, *neg_lse2 = neg_dc + d.tq;  // qpack's layout
                 float* dqp = dq_partial.data() + ((b * d.hq + h) * nr + r) * dq_per_head;
                 for (index_t i0 = 0; i0 < d.tq; i0 += rows_per_task)
-                    backward_tile(kv, j0, n, krows, k.ld, qs, qs + 8 * d.tq, qs + 17 * d.tq, qs + 16 * d.tq, i0,
-                                  std::min(d.tq, i0 + rows_per_task), dkt, dvt, dqp, ds_tile);
+                    backward_tile(kv, j0, n, krows, k.ld, qs, gs, neg_lse2, neg_dc, i0, std::min(d.tq, i0 + rows_per_task), dkt, dvt, dqp,
+                                  ds_tile);
             }
             for (index_t c = 0; c < n; ++c) {
                 float* dkj = dk.data + (b * d.tk + j0 + c) * dk.ld + g * 8;

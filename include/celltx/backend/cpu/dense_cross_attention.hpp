@@ -111,6 +111,16 @@ inline bool dense_attention_in_lanes(index_t dh, index_t d) {
     return std::is_same_v<T, float> && CELLTX_SIMD && simd_level() != SimdLevel::none && dh == 8 && d % 64 == 0;
 }
 
+/// The queries of gene rows [g0, g0 + rows) times `scale`, transposed for DenseAttentionRows:
+/// [d][ld], lanes from `rows` on 0.
+template <class T>
+inline std::vector<float> transposed_queries(const T* q, index_t g0, index_t rows, index_t d, index_t ld, T scale) {
+    std::vector<float> qt(static_cast<std::size_t>(d * ld), 0.0f);
+    for (index_t i = 0; i < rows; ++i)
+        for (index_t o = 0; o < d; ++o) qt[static_cast<std::size_t>(o * ld + i)] = static_cast<float>(scale * q[(g0 + i) * d + o]);
+    return qt;
+}
+
 /// y = act(x) and x := act'(x) (n elements): GELU through the vector kernel's single Φ where it runs.
 template <class T>
 inline void activation_value_and_derivative(ActivationKind kind, T* x, T* y, index_t n) {
@@ -151,51 +161,46 @@ struct dense_cross_attention {
             const index_t ld = C;
             std::vector<float> qt, ml, pbuf;
             if (lanes) {
-                qt.assign(static_cast<std::size_t>(d * ld), 0.0f);
-                for (index_t i = 0; i < c; ++i)
-                    for (index_t o = 0; o < d; ++o) qt[static_cast<std::size_t>(o * ld + i)] = static_cast<float>(scale * q[(g0 + i) * d + o]);
+                qt = transposed_queries(q, g0, c, d, ld, scale);
                 ml.resize(static_cast<std::size_t>(2 * nh * ld));
                 pbuf.resize(static_cast<std::size_t>(nh * std::max<index_t>(max_keys, 1) * ld));
             }
             for (index_t b = 0; b < Bn; ++b) {
-                const index_t k0 = a.key_offsets[b], tk = a.key_offsets[b + 1] - k0;
-                bool in_lanes = false;
-                if constexpr (std::is_same_v<T, float>) in_lanes = lanes && tk > 0;
-                if (in_lanes) {
-                    for (index_t i = 0; i < c; ++i) std::copy_n(H + (g0 + i) * d, d, x1.data() + i * d);
+                const index_t k0 = a.key_offsets[b], tk = a.key_offsets[b + 1] - k0, r0 = b * N + g0;
+                // x1 = H[g] + attention (then LN1's output); the LSE per head.
+                for (index_t i = 0; i < c; ++i) std::copy_n(H + (g0 + i) * d, d, x1.data() + i * d);
+                if (tk == 0) {
+                    std::fill_n(s.lse + r0 * nh, c * nh, -std::numeric_limits<T>::infinity());
+                } else if (lanes) {  // T is float here (dense_attention_in_lanes)
                     if constexpr (std::is_same_v<T, float>) {
                         const DenseAttentionRows rows{qt.data(), ld, c, kv + k0 * 2 * d, 2 * d, tk, nh, d, U.data() + k0 * nh * d};
                         simd_dense_attention_forward(rows, x1.data(), ml.data(), ml.data() + nh * ld, pbuf.data());
                     }
-                    for (index_t i = 0; i < c; ++i) {
-                        const index_t r = b * N + g0 + i;
-                        T* xr = x1.data() + i * d;
+                    for (index_t i = 0; i < c; ++i)
                         for (index_t h = 0; h < nh; ++h)
-                            s.lse[r * nh + h] = static_cast<T>(math::online_softmax_lse(ml[static_cast<std::size_t>(h * ld + i)],
-                                                                                        ml[static_cast<std::size_t>((nh + h) * ld + i)]));
-                        for (index_t o = 0; o < d; ++o) xr[o] += w.out_b[o];
-                        layer_norm_row(xr, w.norm1_w, w.norm1_b, d, a.eps1, s.xhat1 + r * d, s.rstd1 + r, xr);
-                    }
-                }
-                for (index_t i = 0; i < c && !in_lanes; ++i) {
-                    const index_t g = g0 + i, r = b * N + g;
-                    T* xr = x1.data() + i * d;  // H[g] + a, then LN1's output
-                    std::copy_n(H + g * d, d, xr);
-                    T* lse = s.lse + r * nh;
-                    if (tk == 0) {
-                        std::fill_n(lse, nh, -std::numeric_limits<T>::infinity());
-                    } else {
+                            s.lse[(r0 + i) * nh + h] = static_cast<T>(
+                                math::online_softmax_lse(ml[static_cast<std::size_t>(h * ld + i)], ml[static_cast<std::size_t>((nh + h) * ld + i)]));
+                } else {
+                    for (index_t i = 0; i < c; ++i) {
+                        const index_t g = g0 + i;
+                        T* xr = x1.data() + i * d;
                         for (index_t h = 0; h < nh; ++h) {
                             T l;
-                            lse[h] = few_key_softmax(q + g * d + h * dh, kv + k0 * 2 * d + h * dh, 2 * d, tk, dh, scale, sc.data(), l);
+                            s.lse[(r0 + i) * nh + h] =
+                                few_key_softmax(q + g * d + h * dh, kv + k0 * 2 * d + h * dh, 2 * d, tk, dh, scale, sc.data(), l);
                             for (index_t j = 0; j < tk; ++j) {
                                 const T p = sc[static_cast<std::size_t>(j)] / l;
                                 const T* u = U.data() + ((k0 + j) * nh + h) * d;
                                 for (index_t o = 0; o < d; ++o) xr[o] += p * u[o];
                             }
                         }
-                        for (index_t o = 0; o < d; ++o) xr[o] += w.out_b[o];
                     }
+                }
+                for (index_t i = 0; i < c; ++i) {
+                    const index_t r = r0 + i;
+                    T* xr = x1.data() + i * d;
+                    if (tk > 0)
+                        for (index_t o = 0; o < d; ++o) xr[o] += w.out_b[o];
                     layer_norm_row(xr, w.norm1_w, w.norm1_b, d, a.eps1, s.xhat1 + r * d, s.rstd1 + r, xr);
                 }
                 dense::gemm(false, true, c, ff, d, T(1), x1.data(), d, w.ffn0_w, d, T(0), hid.data(), ff);
@@ -244,9 +249,7 @@ struct dense_cross_attention {
             const index_t ld = C;
             std::vector<float> qt, dat, lset, dqt, scratch;
             if (lanes) {
-                qt.assign(static_cast<std::size_t>(d * ld), 0.0f);
-                for (index_t i = 0; i < c; ++i)
-                    for (index_t o = 0; o < d; ++o) qt[static_cast<std::size_t>(o * ld + i)] = static_cast<float>(scale * q[(g0 + i) * d + o]);
+                qt = transposed_queries(q, g0, c, d, ld, scale);
                 dat.assign(qt.size(), 0.0f);
                 dqt.assign(qt.size(), 0.0f);
                 lset.assign(static_cast<std::size_t>(nh * ld), 0.0f);
@@ -278,29 +281,8 @@ struct dense_cross_attention {
                     for (index_t o = 0; o < d; ++o) pt[o_b3 + o] += dr[static_cast<std::size_t>(i * d + o)];
                     for (index_t j = 0; j < ff; ++j) pt[o_b0 + j] += hid[static_cast<std::size_t>(i * ff + j)];
                 }
-                // LN1 backward (dr now holds the gradient of H[g] + a), the residual into dH, then the attention.
-                bool in_lanes = false;
-                if constexpr (std::is_same_v<T, float>) in_lanes = lanes && tk > 0;
-                if (in_lanes) {
-                    for (index_t i = 0; i < c; ++i) {
-                        const index_t g = g0 + i, r = r0 + i;
-                        T* da = dr.data() + i * d;
-                        layer_norm_row_backward(dx.data() + i * d, s.xhat1 + r * d, s.rstd1[r], w.norm1_w, d, da, pt + o_n1w, pt + o_n1b);
-                        T* dh_row = dH + g * d;
-                        for (index_t o = 0; o < d; ++o) {
-                            dh_row[o] += da[o];
-                            pt[o_ob + o] += da[o];
-                            dat[static_cast<std::size_t>(o * ld + i)] = static_cast<float>(da[o]);
-                        }
-                        for (index_t h = 0; h < nh; ++h) lset[static_cast<std::size_t>(h * ld + i)] = static_cast<float>(s.lse[r * nh + h]);
-                    }
-                    if constexpr (std::is_same_v<T, float>) {
-                        const DenseAttentionRows rows{qt.data(), ld, c, kv + k0 * 2 * d, 2 * d, tk, nh, d, U.data() + k0 * nh * d};
-                        simd_dense_attention_backward(rows, dr.data(), dat.data(), lset.data(), dqt.data(), pt + o_dU + k0 * nh * d, pt + o_dK + k0 * d,
-                                                      d, scratch.data());
-                    }
-                    continue;
-                }
+                // LN1 backward (dr now holds the gradient of H[g] + a), the residual into dH, then the attention:
+                // per row on the scalar path, or once for the block with genes in lanes (da and the LSE transposed).
                 for (index_t i = 0; i < c; ++i) {
                     const index_t g = g0 + i, r = r0 + i;
                     T* da = dr.data() + i * d;
@@ -309,6 +291,11 @@ struct dense_cross_attention {
                     for (index_t o = 0; o < d; ++o) dh_row[o] += da[o];
                     if (tk == 0) continue;  // no keys: the attention output is the constant 0
                     for (index_t o = 0; o < d; ++o) pt[o_ob + o] += da[o];
+                    if (lanes) {
+                        for (index_t o = 0; o < d; ++o) dat[static_cast<std::size_t>(o * ld + i)] = static_cast<float>(da[o]);
+                        for (index_t h = 0; h < nh; ++h) lset[static_cast<std::size_t>(h * ld + i)] = static_cast<float>(s.lse[r * nh + h]);
+                        continue;
+                    }
                     for (index_t h = 0; h < nh; ++h) {
                         const T* qh = q + g * d + h * dh;
                         const T l = s.lse[r * nh + h];
@@ -333,6 +320,13 @@ struct dense_cross_attention {
                                 dk[cc] += ds * qh[cc];
                             }
                         }
+                    }
+                }
+                if constexpr (std::is_same_v<T, float>) {  // lanes implies float (dense_attention_in_lanes)
+                    if (lanes && tk > 0) {
+                        const DenseAttentionRows rows{qt.data(), ld, c, kv + k0 * 2 * d, 2 * d, tk, nh, d, U.data() + k0 * nh * d};
+                        simd_dense_attention_backward(rows, dr.data(), dat.data(), lset.data(), dqt.data(), pt + o_dU + k0 * nh * d,
+                                                      pt + o_dK + k0 * d, d, scratch.data());
                     }
                 }
             }

@@ -28,8 +28,9 @@ inline double ragged_attention_work(const ops::RaggedCrossAttention& a) {
     return w * static_cast<double>(a.d_model());
 }
 
-/// One query head's score against one key head: Σ_c (scale·q_c)·k_c, in this order everywhere (forward
-/// and backward, ragged and dense kernels), so that the backward's recomputed P is the forward's.
+/// One query head's score against one key head: Σ_c (scale·q_c)·k_c, in this order in every scalar
+/// kernel (forward and backward, ragged and dense), so that the backward's recomputed P is the
+/// forward's. The dense block's vector path has its own (dense_head_score), shared the same way.
 template <class T>
 inline T key_score(const T* qh, const T* kh, index_t dh, T scale) {
     T acc = 0;

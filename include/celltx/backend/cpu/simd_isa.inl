@@ -343,7 +343,7 @@ inline void attn8_dq_from_tile(const float* tile, index_t nkeys, const float* kr
 
 /// NQ consecutive queries (from i) against one vector of keys (K rows at kt + 16·e, V rows at
 /// kt + 128 + 16·e): dS into ds_row (query i + n at ds_row + 64·n), dK and dV ADDED into the
-/// registers dk, dv. Two queries share each load of K and V.
+/// registers dk, dv. The NQ queries share each load of K and V.
 template <int NQ>
 inline void attn8_tile_queries(const float* kt, const float* qs, const float* gs, const float* neg_lse, const float* neg_dc, index_t i,
                                float* ds_row, vf (&dk)[8], vf (&dv)[8]) {
@@ -411,6 +411,16 @@ inline void attn8_backward_tile(const AttentionPack8& kv, index_t j0, index_t nk
 // genes in vector lanes, against the sample's few keys. Per lane the arithmetic is the ragged
 // kernels': scores Σ_c (q_c/√8)·k_c, softmax over the keys, the output Σ_{h,j} p_hj·U[j, h].
 
+/// The scores of the lanes [v, v + W) against key j in head h: Σ_c (q_c/√8)·k_c, the same arithmetic
+/// in the forward and in the backward's recomputation.
+inline vf dense_head_score(const DenseAttentionRows& a, index_t h, index_t j, index_t v) {
+    const float* k = a.keys + j * a.key_stride + h * 8;
+    const float* qt = a.qt + (h * 8) * a.ld + v;
+    vf sc = vmul(vload(qt), vset(k[0]));
+    for (int c = 1; c < 8; ++c) sc = vfma(vload(qt + c * a.ld), vset(k[c]), sc);
+    return sc;
+}
+
 /// x[i] += Σ_{h,j} P_hj(i)·U[j, h] for each row i < rows; m, l [heads][ld]: each row's maximum score
 /// and Σ exp(s − m) per head (the caller forms the LSE); p: scratch of heads·tk·ld floats.
 inline void dense_attention_forward_rows(const DenseAttentionRows& a, float* x, float* m, float* l, float* p) {
@@ -420,9 +430,7 @@ inline void dense_attention_forward_rows(const DenseAttentionRows& a, float* x, 
         for (index_t v = 0; v < ld; v += W) {
             vf mx = vset(-std::numeric_limits<float>::infinity());
             for (index_t j = 0; j < tk; ++j) {
-                const float* k = a.keys + j * a.key_stride + h * 8;
-                vf sc = vmul(vload(a.qt + (h * 8) * ld + v), vset(k[0]));
-                for (int c = 1; c < 8; ++c) sc = vfma(vload(a.qt + (h * 8 + c) * ld + v), vset(k[c]), sc);
+                const vf sc = dense_head_score(a, h, j, v);
                 vstore(ph + j * ld + v, sc);
                 mx = vmax(mx, sc);
             }
@@ -467,10 +475,7 @@ inline void dense_attention_backward_rows(const DenseAttentionRows& a, const flo
             const vf lv = vload(lset + h * ld + v);
             vf D = vzero();
             for (index_t j = 0; j < tk; ++j) {
-                const float* k = a.keys + j * a.key_stride + h * 8;
-                vf sc = vmul(vload(a.qt + (h * 8) * ld + v), vset(k[0]));
-                for (int c = 1; c < 8; ++c) sc = vfma(vload(a.qt + (h * 8 + c) * ld + v), vset(k[c]), sc);
-                const vf pj = vexp(vsub(sc, lv));
+                const vf pj = vexp(vsub(dense_head_score(a, h, j, v), lv));
                 const float* u = a.u + (j * a.heads + h) * d;
                 vf g0 = vzero(), g1 = vzero();  // dP = da·U[j, h], two chains
                 for (index_t o = 0; o < d; o += 2) {
