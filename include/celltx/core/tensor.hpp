@@ -49,7 +49,7 @@ inline MemoryStats& memory_stats() {
     return stats;
 }
 
-/// Host blocks of 4 MiB and more, kept for reuse when freed. The C library returns such blocks to
+/// Host blocks of 1 MiB and more, kept for reuse when freed. The C library returns such blocks to
 /// the kernel at once and maps fresh, zeroed pages for the next one, so a training step over 200 MB
 /// activations spent as much time in page faults as in arithmetic. A freed block waits here and
 /// goes to the next request of its size (up to 1/8 larger); the cache is emptied, oldest first, before
@@ -58,7 +58,7 @@ inline MemoryStats& memory_stats() {
 /// address sanitizer builds (a reused block would hide a use after free).
 class HostBlockCache {
 public:
-    static constexpr std::size_t min_block = std::size_t{4} << 20, granule = std::size_t{64} << 10;
+    static constexpr std::size_t min_block = std::size_t{1} << 20, granule = std::size_t{64} << 10;
 
     static HostBlockCache& instance() {
         static HostBlockCache* c = new HostBlockCache;  // never destroyed: Tensors in statics may outlive any static here

@@ -175,12 +175,12 @@ public:
 
         Tensor<T, B> y;
         if (c.predict_residual && c.output_space == OutputSpace::all) {
-            Tensor<T, B> z = project_out.forward(cells.cview(), ctx);
+            Tensor<T, B> z = project_out.forward(std::move(cells), ctx);
             ops::accumulate(B{}, c2.data(), z.data(), z.numel());
-            y = final_up.forward(final_act_.forward(final_down.forward(z.cview(), ctx).cview(), ctx).cview(), ctx);
+            y = final_up.forward(final_act_.forward(final_down.forward(std::move(z), ctx), ctx), ctx);
         } else {
             if (c.predict_residual) ops::accumulate(B{}, basal_.data(), cells.data(), cells.numel());
-            y = project_out.forward(cells.cview(), ctx);
+            y = project_out.forward(std::move(cells), ctx);  // the decoder keeps the cells as its saved input
         }
         if (c.apply_relu) y = relu_.forward(y.cview(), ctx);
         pred_ = y;

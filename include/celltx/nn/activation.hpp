@@ -41,10 +41,12 @@ public:
     ActivationKind kind() const noexcept { return kind_; }
 
     /// y = f(x), element-wise, any shape.
-    Tensor<T, B> forward(ConstView<T, B> x, const Context& = {}) {
-        x_ = Tensor<T, B>::copy_of(x);
-        auto y = Tensor<T, B>::uninitialized(x.shape());
-        ops::activation_forward(B{}, kind_, x.data(), y.data(), x.numel());
+    Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) { return forward(Tensor<T, B>::copy_of(x), ctx); }
+    /// As above, keeping x itself as the saved input (no copy).
+    Tensor<T, B> forward(Tensor<T, B>&& x, const Context& = {}) {
+        x_ = std::move(x);
+        auto y = Tensor<T, B>::uninitialized(x_.shape());
+        ops::activation_forward(B{}, kind_, x_.data(), y.data(), x_.numel());
         return y;
     }
 

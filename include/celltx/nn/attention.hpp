@@ -130,17 +130,22 @@ public:
     /// Self-attention: x [B, T, d] or [T, d] -> same shape.
     Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) {
         check_input("forward: x", x);
+        return forward(Tensor<T, B>::copy_of(x), ctx);
+    }
+    /// As above, keeping x itself as the saved input (no copy).
+    Tensor<T, B> forward(Tensor<T, B>&& x, const Context& ctx = {}) {
+        check_input("forward: x", x.cview());
         cross_ = false;
         rank_ = x.rank();
         batch_ = rank_ == 3 ? x.size(0) : 1;
         tq_ = tk_ = x.size(-2);
-        xq_ = Tensor<T, B>::copy_of(x);
+        xq_ = std::move(x);
         xkv_ = Tensor<T, B>();
         const index_t rows = batch_ * tq_;
-        q_ = project(which::q, x.data(), rows);
-        k_ = project(which::k, x.data(), rows);
-        v_ = project(which::v, x.data(), rows);
-        lora_forward(x.data(), rows, ctx);
+        q_ = project(which::q, xq_.data(), rows);
+        k_ = project(which::k, xq_.data(), rows);
+        v_ = project(which::v, xq_.data(), rows);
+        lora_forward(xq_.data(), rows, ctx);
         return attend(ctx);
     }
 

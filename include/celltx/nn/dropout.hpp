@@ -42,6 +42,15 @@ public:
         ops::dropout_apply(B{}, rng_, p_, x.data(), y.data(), x.numel(), false);
         return y;
     }
+    /// As above; when no mask applies, x itself is the output (no copy).
+    Tensor<T, B> forward(Tensor<T, B>&& x, const Context& ctx = {}) {
+        if (ctx.training && p_ > 0.0) return forward(x.cview(), ctx);
+        shape_ = x.shape();
+        active_ = false;
+        return std::move(x);
+    }
+    /// Whether the last forward applied a mask (backward is then the identity where it is not).
+    bool active() const noexcept { return active_; }
 
     void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
         require(dy.shape() == shape_, "Dropout::backward: dy {} does not match the output {}", dy.shape(), shape_);

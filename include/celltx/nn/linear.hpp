@@ -2,7 +2,8 @@
 // Linear: y = x Wᵀ + b over the last axis (nn.Linear; state_dict names `weight` [out,in], `bias` [out]).
 //
 // Contract (shared by every layer in celltx::nn):
-//  - forward(x, ctx) saves what backward needs and returns a new tensor;
+//  - forward(x, ctx) saves what backward needs and returns a new tensor; layers that save their
+//    input also take it as an rvalue Tensor, keeping it without a copy;
 //  - backward(dy, dx) ASSIGNS every parameter gradient and ADDS the input gradient into dx
 //    (an empty dx means the caller needs no input gradient);
 //  - visit_parameters(f, prefix) calls f(name, parameter) with PyTorch's state_dict names.
@@ -44,6 +45,12 @@ public:
         x_ = Tensor<T, B>::copy_of(x);
         return apply(x);
     }
+    /// As above, keeping x itself as the saved input: a caller done with x saves the copy.
+    Tensor<T, B> forward(Tensor<T, B>&& x, const Context& = {}) {
+        require(x.rank() >= 1 && x.shape().last() == in_, "Linear: input {} does not end in in_features={}", x.shape(), in_);
+        x_ = std::move(x);
+        return apply(x_.cview());
+    }
 
     /// y = x Wᵀ + b without saving anything (inference).
     Tensor<T, B> apply(ConstView<T, B> x) const {
@@ -56,14 +63,21 @@ public:
     }
 
     void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
-        const index_t rows = x_.shape().rows();
-        require(dy.shape() == x_.shape().with_last(out_), "Linear::backward: dy {} does not match the output {}",
-                dy.shape(), x_.shape().with_last(out_));
+        require(x_.rank() >= 1, "Linear::backward: no saved input (backward before forward, or after apply)");
+        backward_given_input(x_.cview(), dy, dx);
+    }
+    /// backward of apply(x), with the input given again by the caller (layers that keep one input for
+    /// several projections, such as SwiGLU's gate and up).
+    void backward_given_input(ConstView<T, B> x, ConstView<T, B> dy, TensorView<T, B> dx) {
+        require(x.rank() >= 1 && x.shape().last() == in_, "Linear::backward: input {} does not end in in_features={}", x.shape(), in_);
+        const index_t rows = x.shape().rows();
+        require(dy.shape() == x.shape().with_last(out_), "Linear::backward: dy {} does not match the output {}", dy.shape(),
+                x.shape().with_last(out_));
         // dW = dyᵀ x, db = Σ_rows dy (assigned), dx += dy W
-        ops::gemm(B{}, true, false, out_, in_, rows, T(1), dy.data(), out_, x_.data(), in_, T(0), weight.grad.data(), in_);
+        ops::gemm(B{}, true, false, out_, in_, rows, T(1), dy.data(), out_, x.data(), in_, T(0), weight.grad.data(), in_);
         if (has_bias_) ops::column_sum(B{}, dy.data(), rows, out_, bias.grad.data());
         if (dx.data()) {
-            require(dx.shape() == x_.shape(), "Linear::backward: dx {} does not match the input {}", dx.shape(), x_.shape());
+            require(dx.shape() == x.shape(), "Linear::backward: dx {} does not match the input {}", dx.shape(), x.shape());
             ops::gemm(B{}, false, false, rows, in_, out_, T(1), dy.data(), out_, weight.value.data(), in_, T(1), dx.data(), in_);
         }
     }

@@ -55,9 +55,10 @@ public:
     }
 
     Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) {
-        Tensor<T, B> a = self_attn.forward(input_layernorm.forward(x, ctx).cview(), ctx);
+        // The normed inputs are handed over: attention and MLP keep them as their saved inputs.
+        Tensor<T, B> a = self_attn.forward(input_layernorm.forward(x, ctx), ctx);
         ops::accumulate(B{}, x.data(), a.data(), a.numel());  // a = x + attn: the residual stream
-        Tensor<T, B> y = mlp.forward(post_attention_layernorm.forward(a.cview(), ctx).cview(), ctx);
+        Tensor<T, B> y = mlp.forward(post_attention_layernorm.forward(a.cview(), ctx), ctx);
         ops::accumulate(B{}, a.data(), y.data(), y.numel());
         return y;
     }

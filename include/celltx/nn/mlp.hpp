@@ -50,25 +50,22 @@ public:
     }
 
     /// x [..., in] -> y [..., out]
-    Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) {
-        Tensor<T, B> h = linears[0].forward(x, ctx);
-        for (std::size_t k = 1; k < linears.size(); ++k) {
-            h = activations[k - 1].forward(h.cview(), ctx);
-            h = dropouts[k - 1].forward(h.cview(), ctx);
-            h = linears[k].forward(h.cview(), ctx);
-        }
-        return h;
-    }
+    Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) { return chain(linears[0].forward(x, ctx), ctx); }
+    /// As above, the first Linear keeping x itself as its saved input (no copy).
+    Tensor<T, B> forward(Tensor<T, B>&& x, const Context& ctx = {}) { return chain(linears[0].forward(std::move(x), ctx), ctx); }
 
     void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
         Tensor<T, B> g;  // gradient w.r.t. the output of the block being visited
         for (std::size_t k = linears.size(); k-- > 1;) {
             Tensor<T, B> d(dropouts[k - 1].last_shape());
             linears[k].backward(k + 1 == linears.size() ? dy : g.cview(), d.view());
-            Tensor<T, B> a(d.shape());
-            dropouts[k - 1].backward(d.cview(), a.view());
+            if (dropouts[k - 1].active()) {  // without a mask the dropout's backward is the identity
+                Tensor<T, B> a(d.shape());
+                dropouts[k - 1].backward(d.cview(), a.view());
+                d = std::move(a);
+            }
             Tensor<T, B> h(d.shape());
-            activations[k - 1].backward(a.cview(), h.view());
+            activations[k - 1].backward(d.cview(), h.view());
             g = std::move(h);
         }
         linears[0].backward(linears.size() == 1 ? dy : g.cview(), dx);
@@ -84,6 +81,16 @@ public:
     std::vector<Dropout<T, B>> dropouts;
 
 private:
+    /// The layers after the first: every intermediate is handed on, and kept by the layer that saves it.
+    Tensor<T, B> chain(Tensor<T, B> h, const Context& ctx) {
+        for (std::size_t k = 1; k < linears.size(); ++k) {
+            h = activations[k - 1].forward(std::move(h), ctx);
+            h = dropouts[k - 1].forward(std::move(h), ctx);
+            h = linears[k].forward(std::move(h), ctx);
+        }
+        return h;
+    }
+
     ActivationKind activation_ = ActivationKind::gelu;
 };
 

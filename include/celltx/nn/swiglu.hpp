@@ -29,22 +29,26 @@ public:
     }
 
     /// x [..., d] -> y [..., d]
-    Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) {
-        gate_ = gate_proj.forward(x, ctx);
-        up_ = up_proj.forward(x, ctx);
+    Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) { return forward(Tensor<T, B>::copy_of(x), ctx); }
+    /// As above, keeping x itself (no copy): one saved input serves both gate_proj and up_proj.
+    Tensor<T, B> forward(Tensor<T, B>&& x, const Context& ctx = {}) {
+        x_ = std::move(x);
+        gate_ = gate_proj.apply(x_.cview());
+        up_ = up_proj.apply(x_.cview());
         auto h = Tensor<T, B>::uninitialized(gate_.shape());
         ops::swiglu_forward(B{}, gate_.data(), up_.data(), h.data(), h.numel());
-        return down_proj.forward(h.cview(), ctx);
+        return down_proj.forward(std::move(h), ctx);
     }
 
     void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
+        require(x_.rank() >= 1, "SwiGLU::backward: no saved input (backward before forward)");
         Tensor<T, B> dh(gate_.shape());
         down_proj.backward(dy, dh.view());
         auto dg = Tensor<T, B>::uninitialized(gate_.shape());
         auto du = Tensor<T, B>::uninitialized(gate_.shape());
         ops::swiglu_backward(B{}, gate_.data(), up_.data(), dh.data(), dg.data(), du.data(), dh.numel());
-        gate_proj.backward(dg.cview(), dx);
-        up_proj.backward(du.cview(), dx);
+        gate_proj.backward_given_input(x_.cview(), dg.cview(), dx);
+        up_proj.backward_given_input(x_.cview(), du.cview(), dx);
     }
 
     template <class F>
@@ -57,7 +61,7 @@ public:
     Linear<T, B> gate_proj, up_proj, down_proj;
 
 private:
-    Tensor<T, B> gate_, up_;  // saved by forward: the two projections
+    Tensor<T, B> x_, gate_, up_;  // saved by forward: the input and the two projections
 };
 
 } // namespace celltx::nn

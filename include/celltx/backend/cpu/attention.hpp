@@ -24,6 +24,7 @@
 #include "celltx/backend/attention_checks.hpp"
 #include "celltx/backend/cpu/attention_small_head.hpp"
 #include "celltx/backend/cpu/eigen.hpp"
+#include "celltx/backend/cpu/gemm.hpp"
 #include "celltx/backend/math/dropout.hpp"
 #include "celltx/backend/math/softmax.hpp"
 #include "celltx/backend/types.hpp"
@@ -116,6 +117,19 @@ void dropout_factors(const CounterRng& rng, std::uint32_t threshold, T keep_scal
 template <class T>
 auto block(HeadsRef<T> x, index_t tokens, index_t b, index_t t0, index_t h, index_t rows, index_t dh) {
     return cpu_detail::mat(x.data + (b * tokens + t0) * x.ld + h * dh, rows, dh, x.ld);
+}
+
+/// Row t0 of head h of batch item b: the first of a block of rows `x.ld` apart.
+template <class T>
+T* head_rows(HeadsRef<T> x, index_t tokens, index_t b, index_t t0, index_t h, index_t dh) {
+    return x.data + (b * tokens + t0) * x.ld + h * dh;
+}
+
+/// The block products, through the CPU's GEMM (the packed sgemm in float; Eigen otherwise).
+template <class T>
+void block_product(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda, const T* B, index_t ldb,
+                   T beta, T* C, index_t ldc) {
+    cpu_kernels::dense::gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 /// The graph hook's −W_ij part for batch item b and kv head g: a sparse pass over the edges of the
@@ -213,7 +227,7 @@ static void attention_forward(const AttentionDims& d, HeadsRef<const T> q, Heads
         for (index_t j0 = 0; j0 < d.tk; j0 += fwd_block_k) {
             const index_t n = std::min(fwd_block_k, d.tk - j0);
             auto s = mat(S, m, n, n);
-            s.noalias() = qs * block(k, d.tk, b, j0, hk, n, dh).transpose();
+            block_product(false, true, m, n, dh, T(1), qs.data(), dh, head_rows(k, d.tk, b, j0, hk, dh), k.ld, T(0), S, n);
             for (index_t r = 0; r < m; ++r) {
                 auto row = s.row(r).array();
                 const T corr = math::online_softmax_rescale(mx[r], l[r], row.maxCoeff());  // 0 on the first block
@@ -225,7 +239,7 @@ static void attention_forward(const AttentionDims& d, HeadsRef<const T> q, Heads
                     row *= cpu_detail::mat(factors, 1, n, n).array();
                 }
             }
-            acc.noalias() += s * block(v, d.tk, b, j0, hk, n, dh);
+            block_product(false, false, m, dh, n, T(1), S, n, head_rows(v, d.tk, b, j0, hk, dh), v.ld, T(1), acc.data(), dh);
         }
         for (index_t r = 0; r < m; ++r) {
             out.row(r) = acc.row(r) / l[r];
@@ -306,8 +320,8 @@ static void attention_backward(const AttentionDims& d, HeadsRef<const T> q, Head
         }
         for (index_t j0 = 0; j0 < d.tk; j0 += bk) {
             const index_t n = std::min(bk, d.tk - j0);
-            const auto kb = block(k, d.tk, b, j0, g, n, dh);
-            const auto vb = block(v, d.tk, b, j0, g, n, dh);
+            const T* kb = head_rows(k, d.tk, b, j0, g, dh);
+            const T* vb = head_rows(v, d.tk, b, j0, g, dh);
             auto dk_acc = mat(dk_acc_p, n, dh, dh);
             auto dv_acc = mat(dv_acc_p, n, dh, dh);
             dk_acc.setZero();
@@ -319,28 +333,28 @@ static void attention_backward(const AttentionDims& d, HeadsRef<const T> q, Head
                     const index_t m = std::min(bq, d.tq - i0);
                     auto qs = mat(qs_p, m, dh, dh);
                     qs = scale * block(q, d.tq, b, i0, h, m, dh);  // same rounding as the forward
-                    const auto gb = block(dout, d.tq, b, i0, h, m, dh);
+                    const T* gb = head_rows(dout, d.tq, b, i0, h, dh);
                     auto p = mat(P, m, n, n);
                     auto ds = mat(DS, m, n, n);
-                    p.noalias() = qs * kb.transpose();
+                    block_product(false, true, m, n, dh, T(1), qs_p, dh, kb, k.ld, T(0), P, n);
                     for (index_t r = 0; r < m; ++r) p.row(r) = (p.row(r).array() - lse_h[i0 + r]).exp();
-                    ds.noalias() = gb * vb.transpose();  // dO Vᵀ: gradient w.r.t. the dropped probabilities
+                    block_product(false, true, m, n, dh, T(1), gb, dout.ld, vb, v.ld, T(0), DS, n);  // dO Vᵀ: w.r.t. the dropped P
                     if (drop.active()) {
                         auto mk = mat(MK, m, n, n);
                         auto pd = mat(PD, m, n, n);
                         for (index_t r = 0; r < m; ++r)
                             dropout_factors(rng, threshold, keep_scale, attention_element_index(d, b, h, i0 + r, j0), n, MK + r * n);
                         pd = p.cwiseProduct(mk);
-                        dv_acc.noalias() += pd.transpose() * gb;
+                        block_product(true, false, n, dh, m, T(1), PD, n, gb, dout.ld, T(1), dv_acc_p, dh);
                         ds = ds.cwiseProduct(mk);
                     } else {
-                        dv_acc.noalias() += p.transpose() * gb;
+                        block_product(true, false, n, dh, m, T(1), P, n, gb, dout.ld, T(1), dv_acc_p, dh);
                     }
                     // dS = P ∘ (dP − D_i + c_i)
                     for (index_t r = 0; r < m; ++r)
                         ds.row(r) = p.row(r).array() * (ds.row(r).array() - dc[hh * d.tq + i0 + r]);
-                    block(dq, d.tq, b, i0, h, m, dh).noalias() += scale * (ds * kb);
-                    dk_acc.noalias() += ds.transpose() * qs;  // qs already carries the scale
+                    block_product(false, false, m, dh, n, scale, DS, n, kb, k.ld, T(1), head_rows(dq, d.tq, b, i0, h, dh), dq.ld);
+                    block_product(true, false, n, dh, m, T(1), DS, n, qs_p, dh, T(1), dk_acc_p, dh);  // qs already carries the scale
                 }
             }
             block(dk, d.tk, b, j0, g, n, dh) = dk_acc;

@@ -12,6 +12,7 @@
 // in task order: results do not depend on the thread count.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -104,6 +105,137 @@ inline void layer_norm_row_backward(const T* dy, const T* xhat, T rstd, const T*
         dx[j] = static_cast<T>(math::layer_norm_input_grad(static_cast<double>(rstd), static_cast<double>(dy[j]) * w[j], sg, xhat[j], sgh));
 }
 
+/// A weight matrix as the B operand of the block's products: op(W) [k, n], packed once per op call
+/// where the packed GEMM runs (the tasks make thousands of small products against it).
+template <class T>
+struct WeightOperand {
+    bool trans;
+    const T* w;
+    index_t ldw, k, n;
+    std::vector<float> storage;
+    const float* packed = nullptr;  // storage's first 64-byte aligned float (the micro-kernel's aligned loads)
+
+    WeightOperand(const WeightOperand&) = delete;
+    WeightOperand& operator=(const WeightOperand&) = delete;
+    WeightOperand(bool trans_w, const T* w_, index_t ldw_, index_t k_, index_t n_) : trans(trans_w), w(w_), ldw(ldw_), k(k_), n(n_) {
+#if CELLTX_PACKED_GEMM
+        if constexpr (std::is_same_v<T, float>) {
+            if (sgemm::available()) {
+                storage.resize(static_cast<std::size_t>(sgemm::packed_b_size(k, n) + 16));
+                float* p = storage.data();
+                while (reinterpret_cast<std::uintptr_t>(p) % 64 != 0) ++p;
+                sgemm::pack_b(trans, w, ldw, k, n, p);
+                packed = p;
+            }
+        }
+#endif
+    }
+
+    /// C [m, n] = A [m, k]·op(W) + beta·C on the calling thread: the same arithmetic as dense::gemm.
+    void product(index_t m, const T* A, index_t lda, T beta, T* C, index_t ldc) const {
+#if CELLTX_PACKED_GEMM
+        if constexpr (std::is_same_v<T, float>) {
+            if (packed && static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >= 32768.0 && m > 0 && n > 0 && k > 0) {
+                sgemm::run_packed_b(false, m, n, k, 1.0f, A, lda, packed, beta, C, ldc);
+                return;
+            }
+        }
+#endif
+        cpu_kernels::dense::gemm(false, trans, m, n, k, T(1), A, lda, w, ldw, beta, C, ldc);
+    }
+};
+
+// Whole-block element-wise steps: the vector kernels (simd.hpp) for float rows whose width is a
+// multiple of 16, else the scalar loops, row by row in the same order.
+
+/// LayerNorm of `rows` contiguous rows of width d (y may be x).
+template <class T>
+inline void layer_norm_block(const T* x, index_t rows, index_t d, const T* w, const T* b, double eps, T* xhat, T* rstd, T* y) {
+    if constexpr (std::is_same_v<T, float>)
+        if (simd_layer_norm_rows(x, rows, d, w, b, eps, xhat, rstd, y)) return;
+    for (index_t i = 0; i < rows; ++i) layer_norm_row(x + i * d, w, b, d, eps, xhat + i * d, rstd + i, y + i * d);
+}
+
+/// LayerNorm backward of `rows` contiguous rows (dx may be dy); dw and db accumulate in row order.
+template <class T>
+inline void layer_norm_block_backward(const T* dy, const T* xhat, const T* rstd, const T* w, index_t rows, index_t d, T* dx, T* dw, T* db) {
+    if constexpr (std::is_same_v<T, float>)
+        if (simd_layer_norm_rows_backward(dy, xhat, rstd, w, rows, d, dx, dw, db)) return;
+    for (index_t i = 0; i < rows; ++i) layer_norm_row_backward(dy + i * d, xhat + i * d, rstd[i], w, d, dx + i * d, dw, db);
+}
+
+/// y = w·xhat + b over `rows` rows of width d: LayerNorm's output again from its saved xhat.
+template <class T>
+inline void layer_norm_affine_block(const T* xhat, const T* w, const T* b, index_t rows, index_t d, T* y) {
+    if constexpr (std::is_same_v<T, float>)
+        if (simd_layer_norm_affine_rows(xhat, w, b, rows, d, y)) return;
+    for (index_t i = 0; i < rows; ++i)
+        for (index_t o = 0; o < d; ++o) y[i * d + o] = math::layer_norm_affine(static_cast<double>(xhat[i * d + o]), w[o], b[o]);
+}
+
+/// y[i, j] += bias[j], then y[i, j] = res[i, j] + y[i, j] where res is given.
+template <class T>
+inline void add_bias_block(T* y, const T* bias, const T* res, index_t rows, index_t cols) {
+    if constexpr (std::is_same_v<T, float>)
+        if (simd_add_bias_rows(y, bias, res, rows, cols)) return;
+    for (index_t i = 0; i < rows; ++i)
+        for (index_t j = 0; j < cols; ++j) {
+            const T v = y[i * cols + j] + bias[j];
+            y[i * cols + j] = res ? res[i * cols + j] + v : v;
+        }
+}
+
+/// x[i, j] = act(x[i, j] + bias[j]) over rows × cols.
+template <class T>
+inline void bias_activation_block(ActivationKind kind, T* x, const T* bias, index_t rows, index_t cols) {
+    if constexpr (std::is_same_v<T, float>)
+        if (kind == ActivationKind::gelu && simd_bias_gelu_rows(x, bias, rows, cols)) return;
+    for (index_t i = 0; i < rows; ++i)
+        for (index_t j = 0; j < cols; ++j) x[i * cols + j] += bias[j];
+    cpu_kernels::elementwise::activation_forward(kind, x, x, rows * cols);
+}
+
+/// v = pre[i, j] + bias[j]: hid = act(v) and pre := act'(v), one Φ per element where the vector GELU runs.
+template <class T>
+inline void bias_activation_value_and_derivative_block(ActivationKind kind, T* pre, const T* bias, T* hid, index_t rows, index_t cols) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (kind == ActivationKind::gelu && simd_bias_gelu_value_and_derivative_rows(pre, bias, hid, rows, cols)) return;
+        for (index_t i = 0; i < rows; ++i)
+            for (index_t j = 0; j < cols; ++j) pre[i * cols + j] += bias[j];
+        if (kind == ActivationKind::gelu && simd_gelu_value_and_derivative(pre, hid, pre, rows * cols)) return;
+    } else {
+        for (index_t i = 0; i < rows; ++i)
+            for (index_t j = 0; j < cols; ++j) pre[i * cols + j] += bias[j];
+    }
+    with_activation<T>(kind, [&](auto math) {
+        for (index_t e = 0; e < rows * cols; ++e) {
+            hid[e] = math.value(pre[e]);
+            pre[e] = math.derivative(pre[e]);
+        }
+    });
+}
+
+/// out = a·b element-wise and colsum[j] += Σ_i out[i, j] (out may be a or b).
+template <class T>
+inline void multiply_and_sum_columns(const T* a, const T* b, T* out, index_t rows, index_t cols, T* colsum) {
+    if constexpr (std::is_same_v<T, float>)
+        if (simd_multiply_rows_and_sum_columns(a, b, out, rows, cols, colsum)) return;
+    for (index_t i = 0; i < rows; ++i)
+        for (index_t j = 0; j < cols; ++j) {
+            out[i * cols + j] = a[i * cols + j] * b[i * cols + j];
+            colsum[j] += out[i * cols + j];
+        }
+}
+
+/// colsum[j] += Σ_i x[i, j], in row order.
+template <class T>
+inline void sum_columns_block(const T* x, index_t rows, index_t cols, T* colsum) {
+    if constexpr (std::is_same_v<T, float>)
+        if (simd_sum_columns(x, rows, cols, colsum)) return;
+    for (index_t i = 0; i < rows; ++i)
+        for (index_t j = 0; j < cols; ++j) colsum[j] += x[i * cols + j];
+}
+
 /// Whether the block's attention runs with genes in vector lanes (DenseAttentionRows): float, head
 /// width 8, d a multiple of 64, on a CPU with the vector kernels.
 template <class T>
@@ -119,20 +251,6 @@ inline std::vector<float> transposed_queries(const T* q, index_t g0, index_t row
     for (index_t i = 0; i < rows; ++i)
         for (index_t o = 0; o < d; ++o) qt[static_cast<std::size_t>(o * ld + i)] = static_cast<float>(scale * q[(g0 + i) * d + o]);
     return qt;
-}
-
-/// y = act(x) and x := act'(x) (n elements): GELU through the vector kernel's single Φ where it runs.
-template <class T>
-inline void activation_value_and_derivative(ActivationKind kind, T* x, T* y, index_t n) {
-    if constexpr (std::is_same_v<T, float>) {
-        if (kind == ActivationKind::gelu && simd_gelu_value_and_derivative(x, y, x, n)) return;
-    }
-    with_activation<T>(kind, [&](auto math) {
-        for (index_t i = 0; i < n; ++i) {
-            y[i] = math.value(x[i]);
-            x[i] = math.derivative(x[i]);
-        }
-    });
 }
 
 } // namespace celltx::cpu_detail
@@ -153,6 +271,7 @@ struct dense_cross_attention {
         for (index_t b = 0; b < Bn; ++b) max_keys = std::max(max_keys, a.key_offsets[b + 1] - a.key_offsets[b]);
         const index_t C = dense_block_rows, tasks = (N + C - 1) / C;
         const bool lanes = dense_attention_in_lanes<T>(dh, d);
+        const WeightOperand<T> w0t(true, w.ffn0_w, d, d, ff), w3t(true, w.ffn3_w, ff, ff, d);  // x·W0ᵀ, h·W3ᵀ
         parallel_for(tasks, [&](index_t t) {
             const index_t g0 = t * C, c = std::min(C, N - g0);
             std::vector<T> x1(static_cast<std::size_t>(c * d)), hid(static_cast<std::size_t>(c * ff)), f(static_cast<std::size_t>(c * d)),
@@ -196,25 +315,13 @@ struct dense_cross_attention {
                         }
                     }
                 }
-                for (index_t i = 0; i < c; ++i) {
-                    const index_t r = r0 + i;
-                    T* xr = x1.data() + i * d;
-                    if (tk > 0)
-                        for (index_t o = 0; o < d; ++o) xr[o] += w.out_b[o];
-                    layer_norm_row(xr, w.norm1_w, w.norm1_b, d, a.eps1, s.xhat1 + r * d, s.rstd1 + r, xr);
-                }
-                dense::gemm(false, true, c, ff, d, T(1), x1.data(), d, w.ffn0_w, d, T(0), hid.data(), ff);
-                for (index_t i = 0; i < c; ++i)
-                    for (index_t j = 0; j < ff; ++j) hid[static_cast<std::size_t>(i * ff + j)] += w.ffn0_b[j];
-                elementwise::activation_forward(a.activation, hid.data(), hid.data(), c * ff);
-                dense::gemm(false, true, c, d, ff, T(1), hid.data(), ff, w.ffn3_w, ff, T(0), f.data(), d);
-                for (index_t i = 0; i < c; ++i) {
-                    const index_t r = b * N + g0 + i;
-                    T* fr = f.data() + i * d;
-                    const T* xr = x1.data() + i * d;
-                    for (index_t o = 0; o < d; ++o) fr[o] = xr[o] + (fr[o] + w.ffn3_b[o]);
-                    layer_norm_row(fr, w.norm2_w, w.norm2_b, d, a.eps2, s.xhat2 + r * d, s.rstd2 + r, y + r * d);
-                }
+                if (tk > 0) add_bias_block<T>(x1.data(), w.out_b, nullptr, c, d);
+                layer_norm_block(x1.data(), c, d, w.norm1_w, w.norm1_b, a.eps1, s.xhat1 + r0 * d, s.rstd1 + r0, x1.data());
+                w0t.product(c, x1.data(), d, T(0), hid.data(), ff);
+                bias_activation_block(a.activation, hid.data(), w.ffn0_b, c, ff);
+                w3t.product(c, hid.data(), ff, T(0), f.data(), d);
+                add_bias_block(f.data(), w.ffn3_b, x1.data(), c, d);
+                layer_norm_block(f.data(), c, d, w.norm2_w, w.norm2_b, a.eps2, s.xhat2 + r0 * d, s.rstd2 + r0, y + r0 * d);
             }
         });
     }
@@ -236,12 +343,14 @@ struct dense_cross_attention {
                       o_n2w = o_n1b + d, o_n2b = o_n2w + d, o_ob = o_n2b + d, o_dU = o_ob + d, o_dK = o_dU + E * nh * d, P = o_dK + E * d;
         const index_t C = dense_block_rows, tasks = N > 0 ? (N + C - 1) / C : 0;
         const bool lanes = dense_attention_in_lanes<T>(dh, d);
+        // x·W0ᵀ (the recomputed hidden layer), dr·W3 and dpre·W0.
+        const WeightOperand<T> w0t(true, w.ffn0_w, d, d, ff), w3(false, w.ffn3_w, ff, d, ff), w0(false, w.ffn0_w, d, ff, d);
         std::vector<T> partial(static_cast<std::size_t>(tasks * P), T(0));
         parallel_for(tasks, [&](index_t t) {
             T* pt = partial.data() + t * P;
             const index_t g0 = t * C, c = std::min(C, N - g0);
             const std::size_t cd = static_cast<std::size_t>(c * d), cf = static_cast<std::size_t>(c * ff);
-            std::vector<T> x1(cd), dr(cd), dx(cd), pre(cf), hid(cf), dhid(cf), p(static_cast<std::size_t>(std::max<index_t>(max_keys, 1))),
+            std::vector<T> x1(cd), dr(cd), pre(cf), hid(cf), dhid(cf), p(static_cast<std::size_t>(std::max<index_t>(max_keys, 1))),
                 dp(p.size());
             std::fill_n(dq + g0 * d, c * d, T(0));
             // The vector path: queries, the attention output's gradient and the LSE transposed (genes in
@@ -258,35 +367,25 @@ struct dense_cross_attention {
             for (index_t b = 0; b < Bn; ++b) {
                 const index_t k0 = a.key_offsets[b], tk = a.key_offsets[b + 1] - k0, r0 = b * N + g0;
                 // LN2 backward (into dr: the gradient of x + FFN(x)), and x = LN1's output from its saved xhat.
-                for (index_t i = 0; i < c; ++i) {
-                    const index_t r = r0 + i;
-                    layer_norm_row_backward(dy + r * d, s.xhat2 + r * d, s.rstd2[r], w.norm2_w, d, dr.data() + i * d, pt + o_n2w, pt + o_n2b);
-                    const T* xh = s.xhat1 + r * d;
-                    T* xr = x1.data() + i * d;
-                    for (index_t o = 0; o < d; ++o) xr[o] = math::layer_norm_affine(static_cast<double>(xh[o]), w.norm1_w[o], w.norm1_b[o]);
-                }
-                // FFN: recompute the hidden layer, then ffn.3 and ffn.0 backward; dx = dr + dpre·W0.
-                dense::gemm(false, true, c, ff, d, T(1), x1.data(), d, w.ffn0_w, d, T(0), pre.data(), ff);
-                for (index_t i = 0; i < c; ++i)
-                    for (index_t j = 0; j < ff; ++j) pre[static_cast<std::size_t>(i * ff + j)] += w.ffn0_b[j];
-                // hid = act(pre) and pre := act'(pre), in one pass where the vector GELU runs.
-                activation_value_and_derivative(a.activation, pre.data(), hid.data(), c * ff);
+                layer_norm_block_backward(dy + r0 * d, s.xhat2 + r0 * d, s.rstd2 + r0, w.norm2_w, c, d, dr.data(), pt + o_n2w, pt + o_n2b);
+                layer_norm_affine_block(s.xhat1 + r0 * d, w.norm1_w, w.norm1_b, c, d, x1.data());
+                // FFN: recompute the hidden layer (hid = act(pre) and pre := act'(pre) in one pass), then
+                // ffn.3 and ffn.0 backward; dr += dpre·W0 makes it the gradient of LN1's output.
+                w0t.product(c, x1.data(), d, T(0), pre.data(), ff);
+                bias_activation_value_and_derivative_block(a.activation, pre.data(), w.ffn0_b, hid.data(), c, ff);
                 dense::gemm(true, false, d, ff, c, T(1), dr.data(), d, hid.data(), ff, T(1), pt + o_w3, ff);
-                dense::gemm(false, false, c, ff, d, T(1), dr.data(), d, w.ffn3_w, ff, T(0), dhid.data(), ff);
-                for (std::size_t e = 0; e < cf; ++e) hid[e] = dhid[e] * pre[e];  // hid becomes dpre
+                w3.product(c, dr.data(), d, T(0), dhid.data(), ff);
+                multiply_and_sum_columns(dhid.data(), pre.data(), hid.data(), c, ff, pt + o_b0);  // hid becomes dpre
+                sum_columns_block(dr.data(), c, d, pt + o_b3);
                 dense::gemm(true, false, ff, d, c, T(1), hid.data(), ff, x1.data(), d, T(1), pt + o_w0, d);
-                std::copy(dr.begin(), dr.end(), dx.begin());
-                dense::gemm(false, false, c, d, ff, T(1), hid.data(), ff, w.ffn0_w, d, T(1), dx.data(), d);
-                for (index_t i = 0; i < c; ++i) {
-                    for (index_t o = 0; o < d; ++o) pt[o_b3 + o] += dr[static_cast<std::size_t>(i * d + o)];
-                    for (index_t j = 0; j < ff; ++j) pt[o_b0 + j] += hid[static_cast<std::size_t>(i * ff + j)];
-                }
-                // LN1 backward (dr now holds the gradient of H[g] + a), the residual into dH, then the attention:
-                // per row on the scalar path, or once for the block with genes in lanes (da and the LSE transposed).
+                w0.product(c, hid.data(), ff, T(1), dr.data(), d);
+                // LN1 backward in place (dr becomes the gradient of H[g] + a), the residual into dH, then the
+                // attention: per row on the scalar path, or once for the block with genes in lanes (da and
+                // the LSE transposed).
+                layer_norm_block_backward(dr.data(), s.xhat1 + r0 * d, s.rstd1 + r0, w.norm1_w, c, d, dr.data(), pt + o_n1w, pt + o_n1b);
                 for (index_t i = 0; i < c; ++i) {
                     const index_t g = g0 + i, r = r0 + i;
                     T* da = dr.data() + i * d;
-                    layer_norm_row_backward(dx.data() + i * d, s.xhat1 + r * d, s.rstd1[r], w.norm1_w, d, da, pt + o_n1w, pt + o_n1b);
                     T* dh_row = dH + g * d;
                     for (index_t o = 0; o < d; ++o) dh_row[o] += da[o];
                     if (tk == 0) continue;  // no keys: the attention output is the constant 0

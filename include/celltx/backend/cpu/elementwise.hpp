@@ -187,6 +187,12 @@ struct elementwise {
 
     template <Scalar T>
     static void swiglu_forward(const T* g, const T* u, T* h, index_t n) {
+        if constexpr (std::is_same_v<T, float>) {
+            if (cpu_detail::simd_level() != cpu_detail::SimdLevel::none) {
+                cpu_detail::for_blocks(n, [&](index_t b, index_t e) { cpu_detail::simd_swiglu_forward(g + b, u + b, h + b, e - b); });
+                return;
+            }
+        }
         cpu_detail::for_blocks(n, [&](index_t b, index_t e) {
             for (index_t i = b; i < e; ++i) h[i] = math::swiglu_value(g[i], u[i]);
         });
@@ -194,6 +200,14 @@ struct elementwise {
 
     template <Scalar T>
     static void swiglu_backward(const T* g, const T* u, const T* dh, T* dg, T* du, index_t n) {
+        if constexpr (std::is_same_v<T, float>) {
+            if (cpu_detail::simd_level() != cpu_detail::SimdLevel::none) {
+                cpu_detail::for_blocks(n, [&](index_t b, index_t e) {
+                    cpu_detail::simd_swiglu_backward(g + b, u + b, dh + b, dg + b, du + b, e - b);
+                });
+                return;
+            }
+        }
         cpu_detail::for_blocks(n, [&](index_t b, index_t e) {
             for (index_t i = b; i < e; ++i) math::swiglu_gradients(g[i], u[i], dh[i], dg[i], du[i]);
         });

@@ -5,6 +5,9 @@
 //    below ln(FLT_MIN) give 0, NaN propagates, inputs above 88.376 saturate at 2.4e38);
 //  - GELU with the exact erf, value and derivative (Φ from a polynomial near 0 and
 //    erfc(z) = e^{-z²}·R(1/(1+z)) beyond, so the negative tail keeps its relative accuracy);
+//  - SwiGLU and its gradients (σ through vexp);
+//  - the dense Type I block's row kernels: LayerNorm rows (in double, as the scalar rows), bias + GELU
+//    fused, column sums;
 //  - the attention at head width 8 (attention_small_head.hpp drives them).
 // The bodies live in simd_isa.inl, compiled twice below: once for AVX2+FMA, once for AVX-512F.
 // simd_level() says which one runs (CELLTX_CPU_SIMD=none|avx2|avx512 lowers it, for tests and
@@ -12,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
+#include "celltx/backend/math/norm.hpp"
 #include "celltx/core/shape.hpp"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(CELLTX_NO_SIMD)
@@ -151,6 +155,13 @@ inline bool simd_gelu_value_and_derivative(const float* x, float* y, float* d, i
 inline bool simd_gelu_backward(const float* x, const float* dy, float* dx, index_t n) {
     return run_simd(simd_avx512::gelu_backward, simd_avx2::gelu_backward, x, dy, dx, n);
 }
+/// h = silu(g)·u, and SwiGLU's gradients dg, du, for n floats (exp through vexp).
+inline bool simd_swiglu_forward(const float* g, const float* u, float* h, index_t n) {
+    return run_simd(simd_avx512::swiglu_forward_array, simd_avx2::swiglu_forward_array, g, u, h, n);
+}
+inline bool simd_swiglu_backward(const float* g, const float* u, const float* dh, float* dg, float* du, index_t n) {
+    return run_simd(simd_avx512::swiglu_backward_array, simd_avx2::swiglu_backward_array, g, u, dh, dg, du, n);
+}
 /// y[i] = 2^x[i] through the softmax kernels' vexp2_softmax.
 inline bool simd_exp2_softmax(const float* x, float* y, index_t n) { return run_simd(simd_avx512::exp2_softmax_array, simd_avx2::exp2_softmax_array, x, y, n); }
 /// y[i] = exp(x[i]) through vexp (tests measure its error).
@@ -165,8 +176,51 @@ inline bool simd_dense_attention_backward(const DenseAttentionRows& a, const flo
     return run_simd(simd_avx512::dense_attention_backward_rows, simd_avx2::dense_attention_backward_rows, a, da, dat, lset, dqt, du, dk,
                     dk_stride, scratch);
 }
+// The dense Type I block's row kernels (simd_isa.inl): rows of `cols` floats, cols a multiple of 16;
+// false for other widths too.
+inline bool simd_layer_norm_rows(const float* x, index_t rows, index_t d, const float* w, const float* b, double eps, float* xhat, float* rstd,
+                                 float* y) {
+    return d % 16 == 0 && run_simd(simd_avx512::layer_norm_rows, simd_avx2::layer_norm_rows, x, rows, d, w, b, eps, xhat, rstd, y);
+}
+inline bool simd_layer_norm_rows_backward(const float* dy, const float* xhat, const float* rstd, const float* w, index_t rows, index_t d,
+                                          float* dx, float* dw, float* db) {
+    return d % 16 == 0 &&
+           run_simd(simd_avx512::layer_norm_rows_backward, simd_avx2::layer_norm_rows_backward, dy, xhat, rstd, w, rows, d, dx, dw, db);
+}
+inline bool simd_layer_norm_affine_rows(const float* xhat, const float* w, const float* b, index_t rows, index_t d, float* y) {
+    return d % 16 == 0 && run_simd(simd_avx512::layer_norm_affine_rows, simd_avx2::layer_norm_affine_rows, xhat, w, b, rows, d, y);
+}
+inline bool simd_add_bias_rows(float* y, const float* bias, const float* res, index_t rows, index_t cols) {
+    return cols % 16 == 0 && run_simd(simd_avx512::add_bias_rows, simd_avx2::add_bias_rows, y, bias, res, rows, cols);
+}
+inline bool simd_bias_gelu_rows(float* x, const float* bias, index_t rows, index_t cols) {
+    return cols % 16 == 0 && run_simd(simd_avx512::bias_gelu_rows, simd_avx2::bias_gelu_rows, x, bias, rows, cols);
+}
+inline bool simd_bias_gelu_value_and_derivative_rows(float* pre, const float* bias, float* hid, index_t rows, index_t cols) {
+    return cols % 16 == 0 && run_simd(simd_avx512::bias_gelu_value_and_derivative_rows, simd_avx2::bias_gelu_value_and_derivative_rows, pre,
+                                      bias, hid, rows, cols);
+}
+inline bool simd_multiply_rows_and_sum_columns(const float* a, const float* b, float* out, index_t rows, index_t cols, float* colsum) {
+    return cols % 16 == 0 && run_simd(simd_avx512::multiply_rows_and_sum_columns, simd_avx2::multiply_rows_and_sum_columns, a, b, out, rows,
+                                      cols, colsum);
+}
+inline bool simd_sum_columns(const float* x, index_t rows, index_t cols, float* colsum) {
+    return cols % 16 == 0 && run_simd(simd_avx512::sum_columns, simd_avx2::sum_columns, x, rows, cols, colsum);
+}
 #else
+inline bool simd_layer_norm_rows(const float*, index_t, index_t, const float*, const float*, double, float*, float*, float*) { return false; }
+inline bool simd_layer_norm_rows_backward(const float*, const float*, const float*, const float*, index_t, index_t, float*, float*, float*) {
+    return false;
+}
+inline bool simd_layer_norm_affine_rows(const float*, const float*, const float*, index_t, index_t, float*) { return false; }
+inline bool simd_add_bias_rows(float*, const float*, const float*, index_t, index_t) { return false; }
+inline bool simd_bias_gelu_rows(float*, const float*, index_t, index_t) { return false; }
+inline bool simd_bias_gelu_value_and_derivative_rows(float*, const float*, float*, index_t, index_t) { return false; }
+inline bool simd_multiply_rows_and_sum_columns(const float*, const float*, float*, index_t, index_t, float*) { return false; }
+inline bool simd_sum_columns(const float*, index_t, index_t, float*) { return false; }
 inline bool simd_gelu_forward(const float*, float*, index_t) { return false; }
+inline bool simd_swiglu_forward(const float*, const float*, float*, index_t) { return false; }
+inline bool simd_swiglu_backward(const float*, const float*, const float*, float*, float*, index_t) { return false; }
 inline bool simd_gelu_value_and_derivative(const float*, float*, float*, index_t) { return false; }
 inline bool simd_gelu_backward(const float*, const float*, float*, index_t) { return false; }
 inline bool simd_exp2_softmax(const float*, float*, index_t) { return false; }

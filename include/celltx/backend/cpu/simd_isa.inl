@@ -132,8 +132,9 @@ inline vf vexp2_softmax(vf x) {
     return vfma(f, q, f);
 }
 
-/// Φ(x), the standard normal CDF, lane-wise (GELU(x) = x·Φ(x)).
-inline vf vnormal_cdf(vf x) {
+/// Φ(x), the standard normal CDF, lane-wise (GELU(x) = x·Φ(x)); `gauss` receives e^{-x²/2}, which
+/// the tail computes for every lane anyway (φ = gauss/√(2π) then costs no second exp).
+inline vf vnormal_cdf(vf x, vf& gauss) {
     const vf z = vmul(x, vset(0.70710678118654752f));
     const vf a = vabs(z);
     // |z| <= 0.875: erf(z) = z·P(z²).
@@ -164,13 +165,27 @@ inline vf vnormal_cdf(vf x) {
     const vf x2 = vmul(xc, xc);
     const vf hi = vmul(x2, vset(0.5f));
     const vf lo = vmul(vfma(xc, xc, vsub(vzero(), x2)), vset(0.5f));  // x²/2 − hi exactly: e^{-x²/2} = e^{-hi}·(1 − lo)
-    const vf half_erfc = vmul(vmul(vexp(vsub(vzero(), hi)), vfnma(lo, vset(0.5f), vset(0.5f))), q);
+    gauss = vmul(vexp(vsub(vzero(), hi)), vsub(vset(1.0f), lo));
+    const vf half_erfc = vmul(vmul(gauss, vset(0.5f)), q);
     const vf tail = vselect_negative(x, half_erfc, vsub(vset(1.0f), half_erfc));
 #if CELLTX_SIMD_W == 16
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, vset(0.875f), _CMP_LE_OQ), tail, small);
 #else
     return _mm256_blendv_ps(tail, small, _mm256_cmp_ps(a, vset(0.875f), _CMP_LE_OQ));
 #endif
+}
+inline vf vnormal_cdf(vf x) {
+    vf gauss;
+    return vnormal_cdf(x, gauss);
+}
+
+/// GELU(v) and GELU'(v) = Φ(v) + v·φ(v), one exp. |v| beyond 10·√2 has φ = 0 (as the exact value
+/// rounds), so ±inf gives a derivative of NaN (inf·0), as the scalar formula does.
+inline void vgelu_both(vf v, vf& val, vf& der) {
+    vf gauss;
+    const vf cdf = vnormal_cdf(v, gauss);
+    val = vmul(v, cdf);
+    der = vfma(v, vmul(gauss, vset(0.39894228040143268f)), cdf);
 }
 
 /// Calls f(vector in, index) over [0, n) by whole vectors, the last one padded through a buffer so
@@ -192,23 +207,18 @@ inline void gelu_forward(const float* x, float* y, index_t n) {
 
 /// GELU'(x) = Φ(x) + x·φ(x).
 inline vf vgelu_derivative(vf v) {
-    const vf pdf = vmul(vexp(vmul(vmul(v, v), vset(-0.5f))), vset(0.39894228040143268f));
-    return vfma(v, pdf, vnormal_cdf(v));
+    vf val, der;
+    vgelu_both(v, val, der);
+    return der;
 }
 
 /// y[i] = GELU(x[i]) and d[i] = GELU'(x[i]) with one Φ(x) per element (the values of gelu_forward
 /// and of gelu_backward's derivative).
 inline void gelu_value_and_derivative(const float* x, float* y, float* d, index_t n) {
-    const auto both = [](vf v, vf& val, vf& der) {
-        const vf cdf = vnormal_cdf(v);
-        const vf pdf = vmul(vexp(vmul(vmul(v, v), vset(-0.5f))), vset(0.39894228040143268f));
-        val = vmul(v, cdf);
-        der = vfma(v, pdf, cdf);
-    };
     index_t i = 0;
     for (; i + W <= n; i += W) {
         vf val, der;
-        both(vload(x + i), val, der);
+        vgelu_both(vload(x + i), val, der);
         vstore(y + i, val);
         vstore(d + i, der);
     }
@@ -216,7 +226,7 @@ inline void gelu_value_and_derivative(const float* x, float* y, float* d, index_
         alignas(64) float bx[W] = {}, by[W], bd[W];
         for (index_t k = i; k < n; ++k) bx[k - i] = x[k];
         vf val, der;
-        both(vload(bx), val, der);
+        vgelu_both(vload(bx), val, der);
         vstore(by, val);
         vstore(bd, der);
         for (index_t k = i; k < n; ++k) y[k] = by[k - i], d[k] = bd[k - i];
@@ -231,6 +241,44 @@ inline void gelu_backward(const float* x, const float* dy, float* dx, index_t n)
         for (index_t k = i; k < n; ++k) bx[k - i] = x[k], bdy[k - i] = dy[k], bdx[k - i] = dx[k];
         vstore(bdx, vfma(vload(bdy), vgelu_derivative(vload(bx)), vload(bdx)));
         for (index_t k = i; k < n; ++k) dx[k] = bdx[k - i];
+    }
+}
+
+/// SwiGLU (h = silu(g)·u, silu(g) = g·σ(g), σ(g) = 1/(1 + e^{-g})) over n floats, and its gradients
+/// dg = dh·u·silu'(g), du = dh·silu(g), in the scalar formulas' order (math/activation.hpp).
+inline vf vsigmoid(vf x) { return vdiv(vset(1.0f), vadd(vset(1.0f), vexp(vsub(vzero(), x)))); }
+inline vf vswiglu(vf gv, vf uv) { return vmul(vmul(gv, vsigmoid(gv)), uv); }
+inline void vswiglu_gradients(vf gv, vf uv, vf dv, vf& dgv, vf& duv) {
+    const vf s = vsigmoid(gv), one = vset(1.0f);
+    dgv = vmul(vmul(dv, uv), vmul(s, vfma(gv, vsub(one, s), one)));
+    duv = vmul(dv, vmul(gv, s));
+}
+inline void swiglu_forward_array(const float* g, const float* u, float* h, index_t n) {
+    index_t i = 0;
+    for (; i + W <= n; i += W) vstore(h + i, vswiglu(vload(g + i), vload(u + i)));
+    if (i < n) {
+        alignas(64) float bg[W] = {}, bu[W] = {};
+        for (index_t k = i; k < n; ++k) bg[k - i] = g[k], bu[k - i] = u[k];
+        vstore(bg, vswiglu(vload(bg), vload(bu)));
+        for (index_t k = i; k < n; ++k) h[k] = bg[k - i];
+    }
+}
+inline void swiglu_backward_array(const float* g, const float* u, const float* dh, float* dg, float* du, index_t n) {
+    index_t i = 0;
+    for (; i + W <= n; i += W) {
+        vf a, b;
+        vswiglu_gradients(vload(g + i), vload(u + i), vload(dh + i), a, b);
+        vstore(dg + i, a);
+        vstore(du + i, b);
+    }
+    if (i < n) {
+        alignas(64) float bg[W] = {}, bu[W] = {}, bd[W] = {};
+        for (index_t k = i; k < n; ++k) bg[k - i] = g[k], bu[k - i] = u[k], bd[k - i] = dh[k];
+        vf a, b;
+        vswiglu_gradients(vload(bg), vload(bu), vload(bd), a, b);
+        vstore(bg, a);
+        vstore(bu, b);
+        for (index_t k = i; k < n; ++k) dg[k] = bg[k - i], du[k] = bu[k - i];
     }
 }
 
@@ -256,6 +304,150 @@ inline void exp_array(const float* x, float* y, index_t n) {
     }
 }
 
+
+// =================================================================================================
+// Row kernels of the dense Type I block (float rows, cols a multiple of 16). LayerNorm keeps the
+// library's convention: row statistics and each element's formula in double, rounded once to float.
+
+#if CELLTX_SIMD_W == 16
+using vd = __m512d;  // W/2 doubles, converted from W/2 floats
+inline vd vdload(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+inline void vdstore(float* p, vd a) { _mm256_storeu_ps(p, _mm512_cvtpd_ps(a)); }
+inline vd vdset(double a) { return _mm512_set1_pd(a); }
+inline vd vdadd(vd a, vd b) { return _mm512_add_pd(a, b); }
+inline vd vdsub(vd a, vd b) { return _mm512_sub_pd(a, b); }
+inline vd vdmul(vd a, vd b) { return _mm512_mul_pd(a, b); }
+inline vd vdfma(vd a, vd b, vd c) { return _mm512_fmadd_pd(a, b, c); }
+inline double vdhsum(vd a) { return _mm512_reduce_add_pd(a); }
+#else
+using vd = __m256d;
+inline vd vdload(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+inline void vdstore(float* p, vd a) { _mm_storeu_ps(p, _mm256_cvtpd_ps(a)); }
+inline vd vdset(double a) { return _mm256_set1_pd(a); }
+inline vd vdadd(vd a, vd b) { return _mm256_add_pd(a, b); }
+inline vd vdsub(vd a, vd b) { return _mm256_sub_pd(a, b); }
+inline vd vdmul(vd a, vd b) { return _mm256_mul_pd(a, b); }
+inline vd vdfma(vd a, vd b, vd c) { return _mm256_fmadd_pd(a, b, c); }
+inline double vdhsum(vd a) {
+    const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+#endif
+inline constexpr int WD = W / 2;
+
+/// LayerNorm of `rows` rows of d floats: xhat and 1/σ saved, y = w·xhat + b (y may be x).
+inline void layer_norm_rows(const float* x, index_t rows, index_t d, const float* w, const float* b, double eps, float* xhat, float* rstd,
+                            float* y) {
+    const double inv_d = 1.0 / static_cast<double>(d);
+    for (index_t r = 0; r < rows; ++r) {
+        const float* xr = x + r * d;
+        vd s0 = vdset(0.0), s1 = s0;
+        for (index_t j = 0; j < d; j += W) s0 = vdadd(s0, vdload(xr + j)), s1 = vdadd(s1, vdload(xr + j + WD));
+        const vd mean = vdset(vdhsum(vdadd(s0, s1)) * inv_d);
+        s0 = vdset(0.0), s1 = s0;
+        for (index_t j = 0; j < d; j += W) {
+            const vd c0 = vdsub(vdload(xr + j), mean), c1 = vdsub(vdload(xr + j + WD), mean);
+            s0 = vdfma(c0, c0, s0), s1 = vdfma(c1, c1, s1);
+        }
+        const double rs = math::inverse_rms(vdhsum(vdadd(s0, s1)), static_cast<double>(d), eps);
+        rstd[r] = static_cast<float>(rs);
+        const vd vr = vdset(rs);
+        float* hr = xhat + r * d;
+        float* yr = y + r * d;
+        for (index_t j = 0; j < d; j += WD) {
+            const vd h = vdmul(vdsub(vdload(xr + j), mean), vr);
+            vdstore(hr + j, h);
+            vdstore(yr + j, vdfma(h, vdload(w + j), vdload(b + j)));
+        }
+    }
+}
+
+/// LayerNorm backward of `rows` rows: dx = rstd·(g − mean g − xhat·mean(g·xhat)), g = dy·w (assigned;
+/// dx may be dy); dw += Σ dy·xhat and db += Σ dy over the rows, in row order.
+inline void layer_norm_rows_backward(const float* dy, const float* xhat, const float* rstd, const float* w, index_t rows, index_t d, float* dx,
+                                     float* dw, float* db) {
+    const double inv_d = 1.0 / static_cast<double>(d);
+    for (index_t r = 0; r < rows; ++r) {
+        const float* g = dy + r * d;
+        const float* h = xhat + r * d;
+        for (index_t j = 0; j < d; j += W) {
+            const vf gv = vload(g + j);
+            vstore(dw + j, vfma(gv, vload(h + j), vload(dw + j)));
+            vstore(db + j, vadd(vload(db + j), gv));
+        }
+        vd sg = vdset(0.0), sgh = sg;
+        for (index_t j = 0; j < d; j += WD) {
+            const vd gw = vdmul(vdload(g + j), vdload(w + j));
+            sg = vdadd(sg, gw);
+            sgh = vdfma(gw, vdload(h + j), sgh);
+        }
+        const vd mg = vdset(vdhsum(sg) * inv_d), mgh = vdset(vdhsum(sgh) * inv_d), rs = vdset(static_cast<double>(rstd[r]));
+        float* o = dx + r * d;
+        for (index_t j = 0; j < d; j += WD) {
+            const vd gw = vdmul(vdload(g + j), vdload(w + j));
+            vdstore(o + j, vdmul(rs, vdsub(vdsub(gw, mg), vdmul(vdload(h + j), mgh))));
+        }
+    }
+}
+
+/// y = w·xhat + b over rows of d (LayerNorm's output from its saved xhat), in double, rounded once.
+inline void layer_norm_affine_rows(const float* xhat, const float* w, const float* b, index_t rows, index_t d, float* y) {
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t j = 0; j < d; j += WD) vdstore(y + r * d + j, vdfma(vdload(xhat + r * d + j), vdload(w + j), vdload(b + j)));
+}
+
+/// y[r, j] = (res ? res[r, j] + (y[r, j] + bias[j]) : y[r, j] + bias[j]) over rows × cols.
+inline void add_bias_rows(float* y, const float* bias, const float* res, index_t rows, index_t cols) {
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t j = 0; j < cols; j += W) {
+            const vf v = vadd(vload(y + r * cols + j), vload(bias + j));
+            vstore(y + r * cols + j, res ? vadd(vload(res + r * cols + j), v) : v);
+        }
+}
+
+/// x[r, j] = GELU(x[r, j] + bias[j]) over rows × cols (ld = cols).
+inline void bias_gelu_rows(float* x, const float* bias, index_t rows, index_t cols) {
+    for (index_t r = 0; r < rows; ++r) {
+        float* xr = x + r * cols;
+        for (index_t j = 0; j < cols; j += W) {
+            const vf v = vadd(vload(xr + j), vload(bias + j));
+            vstore(xr + j, vmul(v, vnormal_cdf(v)));
+        }
+    }
+}
+
+/// v = pre[r, j] + bias[j]: hid = GELU(v) and pre := GELU'(v), one Φ and one exp per element.
+inline void bias_gelu_value_and_derivative_rows(float* pre, const float* bias, float* hid, index_t rows, index_t cols) {
+    for (index_t r = 0; r < rows; ++r) {
+        float* pr = pre + r * cols;
+        float* hr = hid + r * cols;
+        for (index_t j = 0; j < cols; j += W) {
+            vf val, der;
+            vgelu_both(vadd(vload(pr + j), vload(bias + j)), val, der);
+            vstore(hr + j, val);
+            vstore(pr + j, der);
+        }
+    }
+}
+
+/// out = a·b element-wise over rows × cols, and colsum[j] += out[r, j] in row order.
+inline void multiply_rows_and_sum_columns(const float* a, const float* b, float* out, index_t rows, index_t cols, float* colsum) {
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t j = 0; j < cols; j += W) {
+            const vf v = vmul(vload(a + r * cols + j), vload(b + r * cols + j));
+            vstore(out + r * cols + j, v);
+            vstore(colsum + j, vadd(vload(colsum + j), v));
+        }
+}
+
+/// colsum[j] += x[r, j] over rows, in row order.
+inline void sum_columns(const float* x, index_t rows, index_t cols, float* colsum) {
+    for (index_t j = 0; j < cols; j += W) {
+        vf acc = vload(colsum + j);
+        for (index_t r = 0; r < rows; ++r) acc = vadd(acc, vload(x + r * cols + j));
+        vstore(colsum + j, acc);
+    }
+}
 
 // =================================================================================================
 // Attention at head width 8 (float). Keys and values of one (batch item, kv head) come packed and
