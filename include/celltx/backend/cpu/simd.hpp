@@ -5,7 +5,7 @@
 //    below ln(FLT_MIN) give 0, NaN propagates, inputs above 88.376 saturate at 2.4e38);
 //  - GELU with the exact erf, value and derivative (Φ from a polynomial near 0 and
 //    erfc(z) = e^{-z²}·R(1/(1+z)) beyond, so the negative tail keeps its relative accuracy);
-//  - SwiGLU and its gradients (σ through vexp);
+//  - SwiGLU and its gradients (σ through vexp); the Adam update;
 //  - the dense Type I block's row kernels: LayerNorm rows (in double, as the scalar rows), bias + GELU
 //    fused, column sums;
 //  - the attention at head width 8 (attention_small_head.hpp drives them).
@@ -54,6 +54,12 @@ struct DenseAttentionRows {
     index_t key_stride = 0;
     index_t tk = 0, heads = 0, d = 0;
     const float* u = nullptr;     // [tk][heads][d]: U[j, h] = W_o[:, h]·v_j^h
+};
+
+/// An Adam/AdamW step's coefficients in float (ops::AdamStep<float> without amsgrad).
+struct AdamCoefficients {
+    float neg_step, bc2_sqrt, b1, one_m_b1, b2, one_m_b2, eps, wd, decay;
+    bool l2, decoupled;
 };
 
 /// The best level this CPU runs, lowered by CELLTX_CPU_SIMD when set.
@@ -155,6 +161,10 @@ inline bool simd_gelu_value_and_derivative(const float* x, float* y, float* d, i
 inline bool simd_gelu_backward(const float* x, const float* dy, float* dx, index_t n) {
     return run_simd(simd_avx512::gelu_backward, simd_avx2::gelu_backward, x, dy, dx, n);
 }
+/// The Adam/AdamW update (without amsgrad) of n floats.
+inline bool simd_adam_update(const AdamCoefficients& c, float* w, const float* g, float* m, float* v, index_t n) {
+    return run_simd(simd_avx512::adam_update_array, simd_avx2::adam_update_array, c, w, g, m, v, n);
+}
 /// h = silu(g)·u, and SwiGLU's gradients dg, du, for n floats (exp through vexp).
 inline bool simd_swiglu_forward(const float* g, const float* u, float* h, index_t n) {
     return run_simd(simd_avx512::swiglu_forward_array, simd_avx2::swiglu_forward_array, g, u, h, n);
@@ -220,6 +230,7 @@ inline bool simd_multiply_rows_and_sum_columns(const float*, const float*, float
 inline bool simd_sum_columns(const float*, index_t, index_t, float*) { return false; }
 inline bool simd_gelu_forward(const float*, float*, index_t) { return false; }
 inline bool simd_swiglu_forward(const float*, const float*, float*, index_t) { return false; }
+inline bool simd_adam_update(const AdamCoefficients&, float*, const float*, float*, float*, index_t) { return false; }
 inline bool simd_swiglu_backward(const float*, const float*, const float*, float*, float*, index_t) { return false; }
 inline bool simd_gelu_value_and_derivative(const float*, float*, float*, index_t) { return false; }
 inline bool simd_gelu_backward(const float*, const float*, float*, index_t) { return false; }

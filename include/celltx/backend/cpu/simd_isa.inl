@@ -17,6 +17,7 @@ inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
+inline vf vsqrt(vf a) { return _mm512_sqrt_ps(a); }
 inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }   // a·b + c
 inline vf vfnma(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); } // c − a·b
 inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
@@ -45,6 +46,7 @@ inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
+inline vf vsqrt(vf a) { return _mm256_sqrt_ps(a); }
 inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 inline vf vfnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
 inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
@@ -279,6 +281,37 @@ inline void swiglu_backward_array(const float* g, const float* u, const float* d
         vstore(bg, a);
         vstore(bu, b);
         for (index_t k = i; k < n; ++k) dg[k] = bg[k - i], du[k] = bu[k - i];
+    }
+}
+
+/// Adam/AdamW without amsgrad over n floats: math::adam_element's formula, term by term (sqrt and
+/// division correctly rounded, as the scalar ones); the last partial vector goes through a buffer.
+inline void adam_vector(const AdamCoefficients& c, vf& w, vf g, vf& m, vf& v) {
+    if (c.l2) g = vadd(g, vmul(vset(c.wd), w));
+    if (c.decoupled) w = vmul(w, vset(c.decay));
+    m = vadd(vmul(m, vset(c.b1)), vmul(vset(c.one_m_b1), g));
+    v = vadd(vmul(v, vset(c.b2)), vmul(vmul(vset(c.one_m_b2), g), g));
+    const vf denom = vadd(vdiv(vsqrt(v), vset(c.bc2_sqrt)), vset(c.eps));
+    w = vadd(w, vdiv(vmul(vset(c.neg_step), m), denom));
+}
+inline void adam_update_array(const AdamCoefficients& c, float* w, const float* g, float* m, float* v, index_t n) {
+    index_t i = 0;
+    for (; i + W <= n; i += W) {
+        vf wv = vload(w + i), mv = vload(m + i), vv = vload(v + i);
+        adam_vector(c, wv, vload(g + i), mv, vv);
+        vstore(w + i, wv);
+        vstore(m + i, mv);
+        vstore(v + i, vv);
+    }
+    if (i < n) {
+        alignas(64) float bw[W] = {}, bg[W] = {}, bm[W] = {}, bv[W] = {};
+        for (index_t k = i; k < n; ++k) bw[k - i] = w[k], bg[k - i] = g[k], bm[k - i] = m[k], bv[k - i] = v[k];
+        vf wv = vload(bw), mv = vload(bm), vv = vload(bv);
+        adam_vector(c, wv, vload(bg), mv, vv);
+        vstore(bw, wv);
+        vstore(bm, mv);
+        vstore(bv, vv);
+        for (index_t k = i; k < n; ++k) w[k] = bw[k - i], m[k] = bm[k - i], v[k] = bv[k - i];
     }
 }
 
