@@ -2,8 +2,9 @@
 // The Type I block over every gene of every sample on the CPU (ops::dense_cross_attention_block_*),
 // fused. A task owns a block of genes and runs it for every sample: the block's 4d-wide FFN hidden
 // layer lives in L2 and is never stored (the backward recomputes it), the small products go through
-// the packed GEMM on the task's thread, and the element-wise work (attention over the few keys,
-// residuals, both LayerNorms, the activation) happens while the rows are in cache.
+// the packed GEMM on the task's thread (each weight packed once per call: WeightOperand), and the
+// element-wise work (attention over the few keys, residuals, both LayerNorms, bias and activation)
+// happens while the rows are in cache, in vector kernels for float rows of a multiple of 16.
 // With |S| keys, the output projection is applied to each value head by head once per sample
 // (U[e, h] = W_o[:, h]·v_e^h), so a row's attention output costs |S|·heads·d multiply-adds, not d²,
 // and the backward needs no saved attention output. In float at the CGT's head width (8) the
