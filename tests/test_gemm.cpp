@@ -9,6 +9,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include "celltx/backend/cpu/gemm.hpp"
 #include "celltx/backend/ops.hpp"
 #include "celltx/core/rng.hpp"
 #include "threads.hpp"
@@ -97,6 +98,36 @@ BOOST_AUTO_TEST_CASE(large_products_are_bit_identical_for_one_and_two_threads, *
     omp_set_num_threads(before);
 #else
     BOOST_TEST_MESSAGE("built without OpenMP: one thread only");
+#endif
+}
+
+// A weight packed once (sgemm::pack_b, as the dense Type I block does) and multiplied by
+// run_packed_b gives ops::gemm's bits: the same micro-kernel over the same k blocks. ops::gemm itself
+// is checked against float64 above.
+BOOST_AUTO_TEST_CASE(a_b_operand_packed_once_gives_the_bits_of_ops_gemm) {
+#if CELLTX_PACKED_GEMM
+    if (!cpu_detail::sgemm::available()) {
+        BOOST_TEST_MESSAGE("no AVX2+FMA: the packed kernel does not run here");
+        return;
+    }
+    struct S { index_t m, n, k; bool ta, tb; float beta; } shapes[] = {
+        {128, 256, 64, false, true, 0.0f}, {79, 64, 256, false, false, 1.0f}, {7, 40, 300, true, false, 0.5f}, {64, 33, 257, true, true, 0.0f}};
+    for (auto s : shapes) {
+        CounterRng rng(11);
+        const index_t lda = s.ta ? s.m : s.k, ldb = s.tb ? s.k : s.n;
+        std::vector<float> A(static_cast<std::size_t>(s.m * s.k)), B(static_cast<std::size_t>(s.k * s.n)), C0(static_cast<std::size_t>(s.m * s.n));
+        for (std::size_t i = 0; i < A.size(); ++i) A[i] = static_cast<float>(rng.normal(i));
+        for (std::size_t i = 0; i < B.size(); ++i) B[i] = static_cast<float>(rng.normal(A.size() + i));
+        for (std::size_t i = 0; i < C0.size(); ++i) C0[i] = static_cast<float>(rng.normal(A.size() + B.size() + i));
+        std::vector<float> C1 = C0, C2 = C0;
+        ops::gemm(cpu{}, s.ta, s.tb, s.m, s.n, s.k, 1.0f, A.data(), lda, B.data(), ldb, s.beta, C1.data(), s.n);
+        auto packed = Tensor<float>::uninitialized(Shape{cpu_detail::sgemm::packed_b_size(s.k, s.n)});  // 64-byte aligned
+        cpu_detail::sgemm::pack_b(s.tb, B.data(), ldb, s.k, s.n, packed.data());
+        cpu_detail::sgemm::run_packed_b(s.ta, s.m, s.n, s.k, 1.0f, A.data(), lda, packed.data(), s.beta, C2.data(), s.n);
+        BOOST_TEST(std::memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) == 0);
+    }
+#else
+    BOOST_TEST_MESSAGE("built without the packed GEMM");
 #endif
 }
 

@@ -136,7 +136,7 @@ struct WeightOperand {
     void product(index_t m, const T* A, index_t lda, T beta, T* C, index_t ldc) const {
 #if CELLTX_PACKED_GEMM
         if constexpr (std::is_same_v<T, float>) {
-            if (packed && static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >= 32768.0 && m > 0 && n > 0 && k > 0) {
+            if (packed && static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >= packed_gemm_min_work) {  // as dense::gemm
                 sgemm::run_packed_b(false, m, n, k, 1.0f, A, lda, packed, beta, C, ldc);
                 return;
             }
@@ -174,16 +174,13 @@ inline void layer_norm_affine_block(const T* xhat, const T* w, const T* b, index
         for (index_t o = 0; o < d; ++o) y[i * d + o] = math::layer_norm_affine(static_cast<double>(xhat[i * d + o]), w[o], b[o]);
 }
 
-/// y[i, j] += bias[j], then y[i, j] = res[i, j] + y[i, j] where res is given.
+/// y[i, j] = res[i, j] + (y[i, j] + bias[j]): a residual around a biased product.
 template <class T>
-inline void add_bias_block(T* y, const T* bias, const T* res, index_t rows, index_t cols) {
+inline void add_bias_and_residual_block(T* y, const T* bias, const T* res, index_t rows, index_t cols) {
     if constexpr (std::is_same_v<T, float>)
-        if (simd_add_bias_rows(y, bias, res, rows, cols)) return;
+        if (simd_add_bias_and_residual_rows(y, bias, res, rows, cols)) return;
     for (index_t i = 0; i < rows; ++i)
-        for (index_t j = 0; j < cols; ++j) {
-            const T v = y[i * cols + j] + bias[j];
-            y[i * cols + j] = res ? res[i * cols + j] + v : v;
-        }
+        for (index_t j = 0; j < cols; ++j) y[i * cols + j] = res[i * cols + j] + (y[i * cols + j] + bias[j]);
 }
 
 /// x[i, j] = act(x[i, j] + bias[j]) over rows × cols.
@@ -316,12 +313,12 @@ struct dense_cross_attention {
                         }
                     }
                 }
-                if (tk > 0) add_bias_block<T>(x1.data(), w.out_b, nullptr, c, d);
+                if (tk > 0) elementwise::add_row_vector(x1.data(), w.out_b, c, d);
                 layer_norm_block(x1.data(), c, d, w.norm1_w, w.norm1_b, a.eps1, s.xhat1 + r0 * d, s.rstd1 + r0, x1.data());
                 w0t.product(c, x1.data(), d, T(0), hid.data(), ff);
                 bias_activation_block(a.activation, hid.data(), w.ffn0_b, c, ff);
                 w3t.product(c, hid.data(), ff, T(0), f.data(), d);
-                add_bias_block(f.data(), w.ffn3_b, x1.data(), c, d);
+                add_bias_and_residual_block(f.data(), w.ffn3_b, x1.data(), c, d);
                 layer_norm_block(f.data(), c, d, w.norm2_w, w.norm2_b, a.eps2, s.xhat2 + r0 * d, s.rstd2 + r0, y + r0 * d);
             }
         });
@@ -384,13 +381,12 @@ struct dense_cross_attention {
                 // attention: per row on the scalar path, or once for the block with genes in lanes (da and
                 // the LSE transposed).
                 layer_norm_block_backward(dr.data(), s.xhat1 + r0 * d, s.rstd1 + r0, w.norm1_w, c, d, dr.data(), pt + o_n1w, pt + o_n1b);
+                elementwise::accumulate(dr.data(), dH + g0 * d, c * d);
+                if (tk == 0) continue;  // no keys: the attention output is the constant 0
+                sum_columns_block(dr.data(), c, d, pt + o_ob);
                 for (index_t i = 0; i < c; ++i) {
                     const index_t g = g0 + i, r = r0 + i;
-                    T* da = dr.data() + i * d;
-                    T* dh_row = dH + g * d;
-                    for (index_t o = 0; o < d; ++o) dh_row[o] += da[o];
-                    if (tk == 0) continue;  // no keys: the attention output is the constant 0
-                    for (index_t o = 0; o < d; ++o) pt[o_ob + o] += da[o];
+                    const T* da = dr.data() + i * d;
                     if (lanes) {
                         for (index_t o = 0; o < d; ++o) dat[static_cast<std::size_t>(o * ld + i)] = static_cast<float>(da[o]);
                         for (index_t h = 0; h < nh; ++h) lset[static_cast<std::size_t>(h * ld + i)] = static_cast<float>(s.lse[r * nh + h]);

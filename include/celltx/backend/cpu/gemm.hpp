@@ -26,6 +26,8 @@
 
 namespace celltx::cpu_detail {
 
+/// Below this many multiply-adds a float GEMM goes to Eigen, not the packed kernel.
+inline constexpr double packed_gemm_min_work = 32768.0;
 /// Below this many multiply-adds a GEMM runs on the calling thread only.
 inline constexpr double gemm_parallel_work = 8388608.0;
 
@@ -192,6 +194,26 @@ __attribute__((target("avx2,fma"))) inline void kernel(index_t kb, const float* 
         }
 }
 
+/// One k block [p0, p0 + kbk) of C's tile rows [i0, i0 + rows) × columns [j0, j0 + cols): the
+/// micro-kernel over the tile's panels. A row-major A is read in place; a transposed one from its
+/// packed k block `ap_block` (panel of row i at + i·kbk). `bp_block` is packed op(B)'s k block.
+/// The first block applies beta, later ones accumulate: every element sums the same blocks in order.
+inline void tile_k_block(bool trans_a, const float* A, index_t lda, const float* ap_block, const float* bp_block, index_t m, index_t n,
+                         index_t i0, index_t rows, index_t j0, index_t cols, index_t p0, index_t kbk, float alpha, float beta, float* C,
+                         index_t ldc) {
+    const bool read_c = p0 > 0 || beta != 0.0f;
+    const float b_eff = p0 > 0 ? 1.0f : beta;
+    for (index_t jc = j0; jc < j0 + cols; jc += nr) {
+        const float* bpanel = bp_block + jc * kbk;
+        const index_t cc = std::min(nr, n - jc);
+        for (index_t ic = i0; ic < i0 + rows; ic += mr) {
+            float* c = C + ic * ldc + jc;
+            if (trans_a) kernel<false>(kbk, ap_block + ic * kbk, 0, bpanel, c, ldc, std::min(mr, m - ic), cc, alpha, b_eff, read_c);
+            else kernel<true>(kbk, A + ic * lda + p0, lda, bpanel, c, ldc, std::min(mr, m - ic), cc, alpha, b_eff, read_c);
+        }
+    }
+}
+
 /// The packed GEMM: op(B), and op(A) when transposed, are packed whole (k blocks of micro-panels); a
 /// row-major A is read in place. Then tasks of 192×256 tiles of C run the micro-kernel; fine tasks
 /// keep both threads busy when one is late.
@@ -221,22 +243,8 @@ inline void run(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, flo
     const auto compute = [&](index_t t) {
         const index_t i0 = (t / col_tiles) * tile_m, rows = std::min(tile_m, m - i0);
         const index_t j0 = (t % col_tiles) * tile_n, cols = std::min(tile_n, n - j0);
-        for (index_t kb = 0; kb < kblocks; ++kb) {  // every element: the same k blocks in the same order
-            const index_t p0 = kb * kc, kbk = std::min(kc, k - p0);
-            const bool read_c = kb > 0 || beta != 0.0f;
-            const float b_eff = kb > 0 ? 1.0f : beta;
-            for (index_t jc = j0; jc < j0 + cols; jc += nr) {
-                const float* bpanel = bp + p0 * npad + jc * kbk;
-                const index_t cc = std::min(nr, n - jc);
-                for (index_t ic = i0; ic < i0 + rows; ic += mr) {
-                    if (trans_a)
-                        kernel<false>(kbk, ap + p0 * mpad + ic * kbk, 0, bpanel, C + ic * ldc + jc, ldc, std::min(mr, m - ic), cc, alpha, b_eff,
-                                      read_c);
-                    else
-                        kernel<true>(kbk, A + ic * lda + p0, lda, bpanel, C + ic * ldc + jc, ldc, std::min(mr, m - ic), cc, alpha, b_eff, read_c);
-                }
-            }
-        }
+        for (index_t p0 = 0; p0 < k; p0 += kc)
+            tile_k_block(trans_a, A, lda, ap + p0 * mpad, bp + p0 * npad, m, n, i0, rows, j0, cols, p0, std::min(kc, k - p0), alpha, beta, C, ldc);
     };
     const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
     parallel_for_then(kblocks * (a_groups + b_groups), pack, row_tiles * col_tiles, compute, work >= gemm_parallel_work);
@@ -262,18 +270,7 @@ inline void run_packed_b(bool trans_a, index_t m, index_t n, index_t k, float al
     for (index_t p0 = 0; p0 < k; p0 += kc) {
         const index_t kbk = std::min(kc, k - p0);
         if (trans_a) pack_a_transposed(A, lda, 0, m, p0, kbk, apack.data());
-        const bool read_c = p0 > 0 || beta != 0.0f;
-        const float b_eff = p0 > 0 ? 1.0f : beta;
-        for (index_t jc = 0; jc < n; jc += nr) {
-            const float* bpanel = bp + p0 * npad + jc * kbk;
-            const index_t cc = std::min(nr, n - jc);
-            for (index_t ic = 0; ic < mpad; ic += mr) {
-                if (trans_a)
-                    kernel<false>(kbk, apack.data() + ic * kbk, 0, bpanel, C + ic * ldc + jc, ldc, std::min(mr, m - ic), cc, alpha, b_eff, read_c);
-                else
-                    kernel<true>(kbk, A + ic * lda + p0, lda, bpanel, C + ic * ldc + jc, ldc, std::min(mr, m - ic), cc, alpha, b_eff, read_c);
-            }
-        }
+        tile_k_block(trans_a, A, lda, apack.data(), bp + p0 * npad, m, n, 0, m, 0, n, p0, kbk, alpha, beta, C, ldc);
     }
 }
 
@@ -298,7 +295,7 @@ struct dense {
         }
 #if CELLTX_PACKED_GEMM
         if constexpr (std::is_same_v<T, float>) {
-            if (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >= 32768.0 && sgemm::available()) {
+            if (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >= packed_gemm_min_work && sgemm::available()) {
                 sgemm::run(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
                 return;
             }

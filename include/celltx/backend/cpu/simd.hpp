@@ -200,8 +200,8 @@ inline bool simd_layer_norm_rows_backward(const float* dy, const float* xhat, co
 inline bool simd_layer_norm_affine_rows(const float* xhat, const float* w, const float* b, index_t rows, index_t d, float* y) {
     return d % 16 == 0 && run_simd(simd_avx512::layer_norm_affine_rows, simd_avx2::layer_norm_affine_rows, xhat, w, b, rows, d, y);
 }
-inline bool simd_add_bias_rows(float* y, const float* bias, const float* res, index_t rows, index_t cols) {
-    return cols % 16 == 0 && run_simd(simd_avx512::add_bias_rows, simd_avx2::add_bias_rows, y, bias, res, rows, cols);
+inline bool simd_add_bias_and_residual_rows(float* y, const float* bias, const float* res, index_t rows, index_t cols) {
+    return cols % 16 == 0 && run_simd(simd_avx512::add_bias_and_residual_rows, simd_avx2::add_bias_and_residual_rows, y, bias, res, rows, cols);
 }
 inline bool simd_bias_gelu_rows(float* x, const float* bias, index_t rows, index_t cols) {
     return cols % 16 == 0 && run_simd(simd_avx512::bias_gelu_rows, simd_avx2::bias_gelu_rows, x, bias, rows, cols);
@@ -223,7 +223,7 @@ inline bool simd_layer_norm_rows_backward(const float*, const float*, const floa
     return false;
 }
 inline bool simd_layer_norm_affine_rows(const float*, const float*, const float*, index_t, index_t, float*) { return false; }
-inline bool simd_add_bias_rows(float*, const float*, const float*, index_t, index_t) { return false; }
+inline bool simd_add_bias_and_residual_rows(float*, const float*, const float*, index_t, index_t) { return false; }
 inline bool simd_bias_gelu_rows(float*, const float*, index_t, index_t) { return false; }
 inline bool simd_bias_gelu_value_and_derivative_rows(float*, const float*, float*, index_t, index_t) { return false; }
 inline bool simd_multiply_rows_and_sum_columns(const float*, const float*, float*, index_t, index_t, float*) { return false; }

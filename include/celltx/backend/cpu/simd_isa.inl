@@ -429,13 +429,11 @@ inline void layer_norm_affine_rows(const float* xhat, const float* w, const floa
         for (index_t j = 0; j < d; j += WD) vdstore(y + r * d + j, vdfma(vdload(xhat + r * d + j), vdload(w + j), vdload(b + j)));
 }
 
-/// y[r, j] = (res ? res[r, j] + (y[r, j] + bias[j]) : y[r, j] + bias[j]) over rows × cols.
-inline void add_bias_rows(float* y, const float* bias, const float* res, index_t rows, index_t cols) {
+/// y[r, j] = res[r, j] + (y[r, j] + bias[j]) over rows × cols.
+inline void add_bias_and_residual_rows(float* y, const float* bias, const float* res, index_t rows, index_t cols) {
     for (index_t r = 0; r < rows; ++r)
-        for (index_t j = 0; j < cols; j += W) {
-            const vf v = vadd(vload(y + r * cols + j), vload(bias + j));
-            vstore(y + r * cols + j, res ? vadd(vload(res + r * cols + j), v) : v);
-        }
+        for (index_t j = 0; j < cols; j += W)
+            vstore(y + r * cols + j, vadd(vload(res + r * cols + j), vadd(vload(y + r * cols + j), vload(bias + j))));
 }
 
 /// x[r, j] = GELU(x[r, j] + bias[j]) over rows × cols (ld = cols).
