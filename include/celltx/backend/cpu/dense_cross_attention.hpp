@@ -13,7 +13,6 @@
 // in task order: results do not depend on the thread count.
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -113,20 +112,14 @@ struct WeightOperand {
     bool trans;
     const T* w;
     index_t ldw, k, n;
-    std::vector<float> storage;
-    const float* packed = nullptr;  // storage's first 64-byte aligned float (the micro-kernel's aligned loads)
+    Tensor<float> packed;  // empty where the packed GEMM does not run (Tensor storage is 64-byte aligned, as its loads need)
 
-    WeightOperand(const WeightOperand&) = delete;
-    WeightOperand& operator=(const WeightOperand&) = delete;
     WeightOperand(bool trans_w, const T* w_, index_t ldw_, index_t k_, index_t n_) : trans(trans_w), w(w_), ldw(ldw_), k(k_), n(n_) {
 #if CELLTX_PACKED_GEMM
         if constexpr (std::is_same_v<T, float>) {
             if (sgemm::available()) {
-                storage.resize(static_cast<std::size_t>(sgemm::packed_b_size(k, n) + 16));
-                float* p = storage.data();
-                while (reinterpret_cast<std::uintptr_t>(p) % 64 != 0) ++p;
-                sgemm::pack_b(trans, w, ldw, k, n, p);
-                packed = p;
+                packed = Tensor<float>::uninitialized(Shape{sgemm::packed_b_size(k, n)});
+                sgemm::pack_b(trans, w, ldw, k, n, packed.data());
             }
         }
 #endif
@@ -136,8 +129,8 @@ struct WeightOperand {
     void product(index_t m, const T* A, index_t lda, T beta, T* C, index_t ldc) const {
 #if CELLTX_PACKED_GEMM
         if constexpr (std::is_same_v<T, float>) {
-            if (packed && static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >= packed_gemm_min_work) {  // as dense::gemm
-                sgemm::run_packed_b(false, m, n, k, 1.0f, A, lda, packed, beta, C, ldc);
+            if (!packed.empty() && static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >= packed_gemm_min_work) {  // as dense::gemm
+                sgemm::run_packed_b(false, m, n, k, 1.0f, A, lda, packed.data(), beta, C, ldc);
                 return;
             }
         }
