@@ -5,7 +5,8 @@
 // saved activation); also the median CPU seconds of a run (all threads), which says how much of the
 // wall time a loaded machine took away.
 //   step (default): forward + energy loss + backward [+ gradient clipping] + Adam, as state trains;
-//   --fwd: forward + energy loss only, in eval mode (the anchor: dropout-free model under no_grad).
+//   --fwd: forward + energy loss only, under Context::inference() with the gradients released and no
+//   optimiser (the anchor: a dropout-free model under no_grad, no optimiser built).
 // Size: B = 16 sets of S = 128 cells, 2000 genes in and out, H = 512, 4 LLaMA layers (8 heads,
 // intermediate 1376), 4-layer encoders and decoder, float.
 // Recipe: by default state's (one-hot pert_dim genes + 24, dropout 0.1, clipping at 10, Adam lr 1e-4,
@@ -18,6 +19,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -112,7 +114,10 @@ int main(int argc, char** argv) try {
     Model model(c);
     Generator g(1);
     model.reset_parameters(g);
-    train::Adam<float> adam(model, train::AdamOptions{.lr = o.lr});
+    // --fwd predicts only, as the anchor's no_grad forward: no optimiser state, no gradients.
+    std::optional<train::Adam<float>> adam;
+    if (o.fwd) release_gradients(model);
+    else adam.emplace(model, train::AdamOptions{.lr = o.lr});
     const auto params = train::collect_parameters<float>(model);
 
     const index_t n = o.sets * o.cells;
@@ -139,21 +144,21 @@ int main(int argc, char** argv) try {
                o.fwd ? "" : (o.clip > 0.0 ? fmt::format(", clip {}, Adam lr {}", o.clip, o.lr) : fmt::format(", no clip, Adam lr {}", o.lr)),
                cpu_detail::max_threads(), static_cast<double>(parameter_count<float>(model)) / 1e6, o.anchor ? "anchor (uniform)" : "state-like");
 
-    loss::EnergyDistance<float> energy;  // --fwd: the loss value only
+    loss::EnergyDistance<float> energy;  // --fwd: the loss value only (under Context::inference(), it keeps nothing)
     const Shape sets{o.sets, o.cells, o.genes};
     std::uint64_t step = 0;
     double loss_value = 0.0;
     const auto run = [&] {
         if (o.fwd) {
-            const StatePrediction<float> p = model.forward(pert.cview(), ctrl.cview(), {}, Context{});
-            const Tensor<float> per_set = energy.forward(p.pred.cview().reshaped(sets), target.cview().reshaped(sets));
+            const StatePrediction<float> p = model.forward(pert.cview(), ctrl.cview(), {}, Context::inference());
+            const Tensor<float> per_set = energy.forward(p.pred.cview().reshaped(sets), target.cview().reshaped(sets), Context::inference());
             double s = 0.0;
             for (index_t b = 0; b < per_set.numel(); ++b) s += static_cast<double>(per_set[b]);
             loss_value = s / static_cast<double>(per_set.numel());
         } else {
             const StateLossValues v = model.train_step(pert.cview(), ctrl.cview(), target.cview(), {}, {}, Context::train(7, step++));
             if (o.clip > 0.0) train::clip_grad_norm(params, o.clip);
-            adam.step();
+            adam->step();
             loss_value = v.total;
         }
     };

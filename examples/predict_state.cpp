@@ -108,7 +108,7 @@ int run(int argc, char** argv) {
             pert(0, i, k) = 1.0f;
             for (index_t j = 0; j < genes; ++j) ctrl(0, i, j) = static_cast<float>(std::abs(g.normal()));
         }
-        const StatePrediction<float, B> on_backend = model.forward(pert.to<B>().cview(), ctrl.to<B>().cview());
+        const StatePrediction<float, B> on_backend = model.forward(pert.to<B>().cview(), ctrl.to<B>().cview(), {}, Context::inference());
         const Tensor<float> pred = to_host(on_backend.pred), confidence = to_host(on_backend.confidence);
         double hit = 0.0, other = 0.0, expect_hit = 0.0, expect_other = 0.0;
         for (index_t i = 0; i < cells; ++i)

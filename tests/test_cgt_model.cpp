@@ -461,6 +461,46 @@ BOOST_AUTO_TEST_CASE(all_rows_composition_gives_the_same_rows_prediction_and_gra
             for (index_t i = 0; i < g.numel(); ++i) BOOST_REQUIRE(g[i] == 0.0);  // unused readout: zero, assigned
 }
 
+BOOST_AUTO_TEST_CASE(inference_forward_keeps_nothing_and_predicts_the_same_bits) {
+    // The GI-only model (perturbed rows), GI + fitness (all rows: the dense Type I block) and the
+    // non-equivariant head: the eval forward's predictions bit for bit; nothing held once the
+    // outputs are gone; no graph term (a training loss); backward refuses.
+    const Inputs in = load_inputs();
+    const auto names_inference = [](const Error& e) { return std::string(e.what()).find("Context::inference()") != std::string::npos; };
+    auto check = [&](auto& m, auto predictions) {
+        set_hash_weights<double>(m);
+        add_graphs(m, in);
+        const auto kept = m.forward(in.batch, Context::eval());
+        BOOST_TEST(kept.graph_loss > 0.0);
+        auto& stats = memory_stats<cpu>();
+        m.forward(in.batch, Context::inference());  // frees what the eval forward saved
+        const std::size_t before = stats.live.load();
+        {
+            const auto out = m.forward(in.batch, Context::inference());
+            BOOST_TEST(out.graph_loss == 0.0);
+            const auto got = predictions(out), want = predictions(kept);
+            BOOST_TEST(got.size() == want.size());
+            for (std::size_t k = 0; k < got.size(); ++k) BOOST_TEST(bit_identical(*got[k], *want[k]));
+            BOOST_TEST(bit_identical(out.H_genes, kept.H_genes));
+        }
+        BOOST_TEST(stats.live.load() == before);
+        return names_inference;
+    };
+    const Tensor<double> dy = testing::random_tensor(Shape{in.batch.batch_size(), 1}, 9);
+    CgtGi<double> gi(config_of(in));
+    check(gi, [](const auto& o) { return std::vector<const Tensor<double>*>{&o.predictions[0]}; });
+    BOOST_CHECK_EXCEPTION(gi.backward({dy.cview()}), Error, names_inference);
+    CgtGiFitness<double> all(config_of(in));
+    check(all, [](const auto& o) { return std::vector<const Tensor<double>*>{&o.predictions[0], &o.predictions[1], &o.H_pert.values}; });
+    BOOST_CHECK_EXCEPTION(all.backward({dy.cview(), ConstView<double>{}}), Error, names_inference);
+    CgtNonEquivariant<double> ne(config_of(in));
+    check(ne, [](const auto& o) { return std::vector<const Tensor<double>*>{&o.prediction}; });
+    BOOST_CHECK_EXCEPTION(ne.backward(dy.cview()), Error, names_inference);
+    // A keeping forward afterwards trains as before.
+    gi.forward(in.batch, Context::eval());
+    BOOST_CHECK_NO_THROW(gi.backward({dy.cview()}));
+}
+
 BOOST_AUTO_TEST_CASE(non_equivariant_composition_parity_float64_and_float32) {
     const Inputs in = load_inputs();
     const io::SafetensorsFile ref = fixture("noneq");

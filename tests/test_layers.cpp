@@ -1,10 +1,11 @@
 // The basic layers (Linear, Embedding, LayerNorm, RMSNorm, activations, SwiGLU, Dropout, Mlp):
 // gradient checks in double against finite differences, parity with PyTorch fixtures
 // (tools/fixtures/make_layers.py, float64) in double and float, float agreeing with double, and the
-// dropout mask's statistics and determinism.
+// dropout mask's statistics and determinism; Context::inference() in every layer that saves.
 #include <boost/test/unit_test.hpp>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <set>
@@ -17,6 +18,8 @@
 #include "celltx/core/concepts.hpp"
 #include "celltx/io/safetensors.hpp"
 #include "celltx/nn/activation.hpp"
+#include "celltx/nn/attention.hpp"
+#include "celltx/nn/conv1d.hpp"
 #include "celltx/nn/dropout.hpp"
 #include "celltx/nn/embedding.hpp"
 #include "celltx/nn/layer_norm.hpp"
@@ -138,6 +141,28 @@ void randomise(L& layer, std::uint64_t seed) {
 }
 
 bool message_contains(const ShapeError& e, const std::string& s) { return std::string(e.what()).find(s) != std::string::npos; }
+
+bool names_inference(const Error& e) { return std::string(e.what()).find("Context::inference()") != std::string::npos; }
+
+/// Under Context::inference() a layer returns the bits of a keeping forward, holds nothing but its
+/// output afterwards (memory_stats), and its backward throws until a keeping forward runs again.
+template <class L, class Input>
+void check_inference_forward(L& layer, const Input& x, const Tensor<double>& dy, const Shape& dx_shape) {
+    auto& stats = memory_stats<cpu>();
+    const Tensor<double> kept = layer.forward(x, Context::eval());
+    const std::size_t holding = stats.live.load();
+    Tensor<double> y = layer.forward(x, Context::inference());
+    BOOST_TEST(stats.live.load() < holding + sizeof(double) * static_cast<std::size_t>(y.numel()));  // the saved state is freed
+    const std::size_t before = stats.live.load() - sizeof(double) * static_cast<std::size_t>(y.numel());
+    y = layer.forward(x, Context::inference());
+    BOOST_TEST(stats.live.load() == before + sizeof(double) * static_cast<std::size_t>(y.numel()));
+    BOOST_TEST(y.shape() == kept.shape());
+    BOOST_TEST(std::memcmp(y.data(), kept.data(), sizeof(double) * static_cast<std::size_t>(y.numel())) == 0);
+    Tensor<double> dx(dx_shape);
+    BOOST_CHECK_EXCEPTION(layer.backward(dy.cview(), dx.view()), Error, names_inference);
+    layer.forward(x, Context::eval());
+    BOOST_CHECK_NO_THROW(layer.backward(dy.cview(), dx.view()));
+}
 
 } // namespace
 
@@ -339,6 +364,47 @@ BOOST_AUTO_TEST_CASE(swiglu_gradcheck_and_parity) {
     sw.reset_parameters(g);
     expect_gradcheck(gradcheck_layer(sw, random_tensor(Shape{2, 3, 12}, 36)));
     parity("swiglu", []<class T>(std::type_identity<T>) { return nn::SwiGLU<T>(12, 20); });
+}
+
+BOOST_AUTO_TEST_CASE(inference_forward_keeps_nothing_in_every_saving_layer) {
+    Generator g(17);
+    const Tensor<double> x = random_tensor(Shape{2, 5, 12}, 171);
+    const auto dy = [](index_t out) { return random_tensor(Shape{2, 5, out}, 172); };
+    const auto run = [&](auto layer, index_t out) {
+        layer.reset_parameters(g);
+        check_inference_forward(layer, x.cview(), dy(out), x.shape());
+    };
+    BOOST_TEST_CONTEXT("Linear") run(nn::Linear<double>(12, 7), 7);
+    BOOST_TEST_CONTEXT("Conv1D") run(nn::Conv1D<double>(12, 7), 7);
+    BOOST_TEST_CONTEXT("LayerNorm") run(nn::LayerNorm<double>(12), 12);
+    BOOST_TEST_CONTEXT("RMSNorm") run(nn::RMSNorm<double>(12), 12);
+    BOOST_TEST_CONTEXT("SwiGLU") run(nn::SwiGLU<double>(12, 20), 12);
+    BOOST_TEST_CONTEXT("Mlp") run(nn::Mlp<double>(12, 6, 16, 3), 6);
+    for (const auto layout : {nn::AttentionLayout::separate, nn::AttentionLayout::llama, nn::AttentionLayout::packed, nn::AttentionLayout::gpt2}) {
+        nn::AttentionConfig c;
+        c.d_model = 12;
+        c.num_heads = 3;
+        c.layout = layout;
+        c.bias = layout != nn::AttentionLayout::llama;
+        BOOST_TEST_CONTEXT("MultiHeadAttention, layout " << static_cast<int>(layout)) run(nn::MultiHeadAttention<double>(c), 12);
+    }
+    for (const auto kind : {ActivationKind::gelu, ActivationKind::relu, ActivationKind::silu}) {
+        nn::Activation<double> act(kind);
+        BOOST_TEST_CONTEXT("Activation " << nn::activation_name(kind)) check_inference_forward(act, x.cview(), dy(12), x.shape());
+    }
+    nn::Embedding<double> emb(10, 4);
+    emb.reset_parameters(g);
+    const std::vector<index_t> idx{3, 1, 4, 1, 5, 9};
+    const std::span<const index_t> indices(idx);
+    const Tensor<double> demb = random_tensor(Shape{6, 4}, 173);
+    auto& stats = memory_stats<cpu>();
+    const Tensor<double> kept = emb.forward(indices, Context::eval());
+    emb.forward(indices, Context::inference());
+    const std::size_t before = stats.live.load();
+    const Tensor<double> y = emb.forward(indices, Context::inference());
+    BOOST_TEST(stats.live.load() == before + sizeof(double) * 24);
+    BOOST_TEST(std::memcmp(y.data(), kept.data(), sizeof(double) * 24) == 0);
+    BOOST_CHECK_EXCEPTION(emb.backward(demb.cview()), Error, names_inference);
 }
 
 BOOST_AUTO_TEST_CASE(dropout_mask_statistics_and_scaling) {

@@ -8,6 +8,7 @@
 #include <boost/test/unit_test.hpp>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -262,6 +263,68 @@ StateConfig tiny_config() {
     c.backbone.head_dim = 3;
     c.backbone.intermediate = 12;
     return c;
+}
+
+/// Under Context::inference() the model predicts the bits of a keeping forward, holds no tensor
+/// but its outputs (memory_stats), and loss()/backward() then throw; release_gradients frees every
+/// gradient and the next training step assigns the same gradients again.
+template <class M>
+void check_inference_mode(const StateConfig& c, std::uint64_t seed) {
+    M m = tiny_model<M>(c, seed);
+    const index_t n = 2 * c.cell_set_len;
+    const Tensor<double> pert = random_tensor(Shape{n, c.pert_dim}, seed + 1), ctrl = random_tensor(Shape{n, c.input_dim}, seed + 2);
+    const Tensor<double> target = random_tensor(Shape{n, c.out_dim()}, seed + 3);
+    std::vector<index_t> batch;
+    if constexpr (M::has_batch_embedding)
+        for (index_t i = 0; i < n; ++i) batch.push_back(i % c.batch_dim);
+    const auto gradients = [&] {
+        std::map<std::string, Tensor<double>> g;
+        m.visit_parameters([&](const std::string& name, Parameter<double>& p) { g[name] = p.grad; });
+        return g;
+    };
+    const auto bytes = [](const StatePrediction<double>& o) {
+        return sizeof(double) * static_cast<std::size_t>(o.pred.numel() + o.confidence.numel() + o.genes.numel());
+    };
+    const auto names_inference = [](const Error& e) { return std::string(e.what()).find("Context::inference()") != std::string::npos; };
+
+    const StatePrediction<double> kept = m.forward(pert.cview(), ctrl.cview(), batch, Context::eval());
+    m.loss(target.cview());
+    m.backward();
+    const auto g_before = gradients();
+
+    auto& stats = memory_stats<cpu>();
+    std::size_t before = stats.live.load();
+    StatePrediction<double> out = m.forward(pert.cview(), ctrl.cview(), batch, Context::inference());
+    BOOST_TEST(stats.live.load() < before + bytes(out));  // what the keeping forward saved is released
+    BOOST_TEST(std::memcmp(out.pred.data(), kept.pred.data(), sizeof(double) * kept.pred.numel()) == 0);
+    BOOST_TEST(std::memcmp(out.confidence.data(), kept.confidence.data(), sizeof(double) * kept.confidence.numel()) == 0);
+    BOOST_TEST(std::memcmp(out.genes.data(), kept.genes.data(), sizeof(double) * kept.genes.numel()) == 0);
+    before = stats.live.load() - bytes(out);
+    out = m.forward(pert.cview(), ctrl.cview(), batch, Context::inference());
+    BOOST_TEST(stats.live.load() == before + bytes(out));  // the outputs, nothing else
+    const std::size_t inference_held = stats.live.load() - before;
+    out = m.forward(pert.cview(), ctrl.cview(), batch, Context::eval());
+    BOOST_TEST(stats.live.load() - before > inference_held);  // a keeping forward holds its activations
+    m.forward(pert.cview(), ctrl.cview(), batch, Context::inference());
+    BOOST_CHECK_EXCEPTION(m.loss(target.cview()), Error, names_inference);
+    BOOST_CHECK_EXCEPTION(m.backward(kept.pred.cview(), kept.confidence.cview(), kept.genes.cview()), Error, names_inference);
+
+    release_gradients(m);
+    std::size_t gradient_bytes = 0;
+    m.visit_parameters([&](const std::string&, Parameter<double>& p) {
+        BOOST_TEST(p.grad.data() == nullptr);
+        gradient_bytes += p.grad.numel() > 0 ? 1 : 0;
+    });
+    BOOST_TEST(gradient_bytes == 0u);
+    m.train_step(pert.cview(), ctrl.cview(), target.cview(), {}, batch, Context::eval());
+    const auto g_after = gradients();
+    BOOST_TEST(g_after.size() == g_before.size());
+    for (const auto& [name, g] : g_before) {
+        BOOST_TEST_CONTEXT(name) {
+            BOOST_TEST(g_after.at(name).shape() == g.shape());
+            BOOST_TEST(std::memcmp(g_after.at(name).data(), g.data(), sizeof(double) * g.numel()) == 0);
+        }
+    }
 }
 
 } // namespace
@@ -599,6 +662,12 @@ BOOST_AUTO_TEST_CASE(dropout_masks_follow_the_context) {
     BOOST_TEST(relative_difference(a.pred, c.pred).max_error > 1e-3);
     BOOST_TEST(relative_difference(a.pred, e1.pred).max_error > 1e-3);
     BOOST_TEST(relative_difference(e1.pred, e2.pred).max_error == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(inference_mode_keeps_nothing_and_predicts_the_same_bits) {
+    check_inference_mode<LlamaModel<double>>(llama_config(), 101);  // confidence token, gene decoder, batch encoder
+    check_inference_mode<Gpt2Model<double>>(gpt2_config(), 111);    // output space 'all', combined loss
+    check_inference_mode<NoResModel<double>>(nores_config(), 121);  // Sinkhorn loss, no residual
 }
 
 BOOST_AUTO_TEST_CASE(parameter_counts_of_the_published_configurations) {

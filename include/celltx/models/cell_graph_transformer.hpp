@@ -234,7 +234,7 @@ auto CellGraphTransformer<T, B, Embedding, Encoder, Perturbation, Readouts...>::
     out.h_cls.reshape(Shape{d});
     out.H_genes = Tensor<T, B>::copy_of(genes);
     out.graph_loss = this->encoder.graph_loss();
-    has_forward_ = true;
+    has_forward_ = ctx.keep_for_backward;
     return out;
 }
 
@@ -242,7 +242,7 @@ template <Scalar T, Backend B, class Embedding, class Encoder, class Perturbatio
     requires CgtComposition<T, B, Embedding, Encoder, Perturbation, Readouts...>
 void CellGraphTransformer<T, B, Embedding, Encoder, Perturbation, Readouts...>::backward(std::span<const ConstView<T, B>> dpreds,
                                                                                        double dgraph) {
-    require(has_forward_, "CellGraphTransformer::backward: no forward has run");
+    require(has_forward_, "CellGraphTransformer::backward: {}", nothing_kept_for_backward);
     require(dpreds.size() == num_readouts, "CellGraphTransformer::backward: {} gradients for {} readouts", dpreds.size(), num_readouts);
     const index_t N = this->cfg_.num_genes, d = this->cfg_.d_model;
     Tensor<T, B> dH(Shape{N + 1, d});  // row 0: dh_CLS, rows 1..N: dH_genes

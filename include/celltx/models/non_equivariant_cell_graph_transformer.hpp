@@ -106,14 +106,14 @@ auto NonEquivariantCellGraphTransformer<T, B, Embedding, Encoder, Head>::forward
     out.h_cls.reshape(Shape{d});
     out.H_genes = Tensor<T, B>::copy_of(genes);
     out.graph_loss = this->encoder.graph_loss();
-    has_forward_ = true;
+    has_forward_ = ctx.keep_for_backward;
     return out;
 }
 
 template <Scalar T, Backend B, class Embedding, class Encoder, class Head>
     requires NonEquivariantCgtComposition<T, B, Embedding, Encoder, Head>
 void NonEquivariantCellGraphTransformer<T, B, Embedding, Encoder, Head>::backward(ConstView<T, B> dpred, double dgraph) {
-    require(has_forward_, "NonEquivariantCellGraphTransformer::backward: no forward has run");
+    require(has_forward_, "NonEquivariantCellGraphTransformer::backward: {}", nothing_kept_for_backward);
     const index_t N = this->cfg_.num_genes, d = this->cfg_.d_model;
     Tensor<T, B> dH(Shape{N + 1, d});
     const Tensor<T, B> zero = dpred.data() ? Tensor<T, B>() : Tensor<T, B>(pred_shape_);

@@ -54,7 +54,7 @@ concept SetPredictor = requires(M& m, const SetInput<T>& in) {
     { m.predict(in) } -> std::same_as<Tensor<T>>;
 };
 
-/// The predicted cells [S, genes] of one set, in evaluation mode: SetPredictors answer directly,
+/// The predicted cells [S, genes] of one set, in evaluation mode keeping nothing (Context::inference()): SetPredictors answer directly,
 /// the neural models (StateTransition, EmbedSum, Pseudobulk) run forward on one set of length S.
 template <class M, Scalar T>
 Tensor<T> predict_set(M& model, const SetInput<T>& in) {
@@ -67,9 +67,9 @@ Tensor<T> predict_set(M& model, const SetInput<T>& in) {
         Tensor<T> y;
         if constexpr (B::is_device) {  // the set uploaded, the prediction downloaded
             const Tensor<T, B> pd = from_host<T, B>(p.data(), p.shape()), cd = from_host<T, B>(c.data(), c.shape());
-            y = to_host(model.forward(pd.cview(), cd.cview(), in.batch, Context::eval()).pred);
+            y = to_host(model.forward(pd.cview(), cd.cview(), in.batch, Context::inference()).pred);
         } else {
-            y = std::move(model.forward(p, c, in.batch, Context::eval()).pred);
+            y = std::move(model.forward(p, c, in.batch, Context::inference()).pred);
         }
         y.reshape(Shape{S, y.numel() / S});
         return y;

@@ -9,7 +9,8 @@
 // confidence token after the S cells], h = backbone(seq), then project_out with the configured
 // residual, ReLU, and the gene decoder.
 //  - forward(pert, ctrl, batch, ctx): pert [B·S, pert_dim] and ctrl [B·S, input_dim] (sets of
-//    cell_set_len), or [B, S, ·] for any S; saves what backward needs;
+//    cell_set_len), or [B, S, ·] for any S; saves what backward needs (nothing under
+//    Context::inference(): prediction only, then loss() and backward() throw);
 //  - backward(dpred, dconf, dgenes, dpert, dctrl): ASSIGNS every parameter gradient, ADDS into the
 //    input gradients (empty views: not wanted; empty dconf/dgenes: zero);
 //  - loss(target, gene_target) after a forward: main set loss + decoder loss + confidence MSE + L1,
@@ -148,11 +149,14 @@ public:
         sets_ = n_ / set_len_;
         const index_t H = c.hidden;
         const ConstView<T, B> p2 = pert.reshaped(Shape{n_, c.pert_dim}), c2 = ctrl.reshaped(Shape{n_, c.input_dim});
-        ctrl_ = c.l1_lambda != 0.0 ? Tensor<T, B>::copy_of(c2) : Tensor<T, B>();  // only the L1 term reads it
+        kept_ = ctx.keep_for_backward;
+        has_loss_grads_ = false;
+        ctrl_ = kept_ && c.l1_lambda != 0.0 ? Tensor<T, B>::copy_of(c2) : Tensor<T, B>();  // only the L1 term reads it
+        conf_ = pred_ = genes_ = Tensor<T, B>();
 
         Tensor<T, B> x = pert_encoder.forward(p2, ctx);
-        basal_ = basal_encoder.forward(c2, ctx);
-        ops::accumulate(B{}, basal_.data(), x.data(), x.numel());
+        Tensor<T, B> basal = basal_encoder.forward(c2, ctx);
+        ops::accumulate(B{}, basal.data(), x.data(), x.numel());
         if constexpr (has_batch_embedding) {
             require(static_cast<index_t>(batch.size()) == n_, "StateTransition: {} batch indices for {} cells", batch.size(), n_);
             Tensor<T, B> e = batch_encoder.forward(batch, ctx);
@@ -167,7 +171,7 @@ public:
         if constexpr (has_confidence_token) {
             const Tensor<T, B> h = transformer_backbone.forward(confidence_token.append(x.cview()).cview(), ctx);
             out.confidence = confidence_token.split(h.cview(), ctx, cells);
-            conf_ = out.confidence;
+            if (kept_) conf_ = out.confidence;
         } else {
             cells = transformer_backbone.forward(x.cview(), ctx);
         }
@@ -179,19 +183,19 @@ public:
             ops::accumulate(B{}, c2.data(), z.data(), z.numel());
             y = final_up.forward(final_act_.forward(final_down.forward(std::move(z), ctx), ctx), ctx);
         } else {
-            if (c.predict_residual) ops::accumulate(B{}, basal_.data(), cells.data(), cells.numel());
+            if (c.predict_residual) ops::accumulate(B{}, basal.data(), cells.data(), cells.numel());
             y = project_out.forward(std::move(cells), ctx);  // the decoder keeps the cells as its saved input
         }
-        if (c.apply_relu) y = relu_.forward(y.cview(), ctx);
-        pred_ = y;
+        basal = Tensor<T, B>();
+        if (c.apply_relu) y = relu_.forward(std::move(y), ctx);
+        if (kept_) pred_ = y;  // loss() reads it
         if constexpr (has_gene_decoder) {
-            genes_ = gene_decoder.forward(y.cview(), ctx);
-            out.genes = genes_;
+            out.genes = gene_decoder.forward(y.cview(), ctx);
+            if (kept_) genes_ = out.genes;
             if (rank_ == 3) out.genes.reshape(Shape{sets_, set_len_, c.gene_dim});
         }
         out.pred = std::move(y);
         if (rank_ == 3) out.pred.reshape(Shape{sets_, set_len_, c.out_dim()});
-        has_loss_grads_ = false;
         return out;
     }
 
@@ -201,7 +205,7 @@ public:
                   TensorView<T, B> dctrl = {}) {
         const StateConfig& c = cfg_;
         const index_t H = c.hidden, O = c.out_dim();
-        require(n_ > 0, "StateTransition::backward: no forward has run");
+        require(kept_, "StateTransition::backward: {}", nothing_kept_for_backward);
         require(dpred.numel() == n_ * O, "StateTransition::backward: dpred {} does not match the prediction [{}, {}]", dpred.shape(), n_, O);
         require(!dpert.data() || dpert.numel() == n_ * c.pert_dim, "StateTransition::backward: dpert {} does not match pert", dpert.shape());
         require(!dctrl.data() || dctrl.numel() == n_ * c.input_dim, "StateTransition::backward: dctrl {} does not match ctrl", dctrl.shape());
@@ -264,7 +268,7 @@ public:
     StateLossValues loss(ConstView<T, B> target, ConstView<T, B> gene_target = {}) {
         const StateConfig& c = cfg_;
         const index_t O = c.out_dim();
-        require(n_ > 0, "StateTransition::loss: no forward has run");
+        require(kept_, "StateTransition::loss: {}", nothing_kept_for_backward);
         require(target.numel() == n_ * O, "StateTransition::loss: target {} does not match the prediction [{}, {}]", target.shape(), n_, O);
         const Shape sets{sets_, set_len_, O};
         StateLossValues v;
@@ -374,7 +378,7 @@ private:
     }
     template <class M>
     static void zero_grads(M& m) {
-        m.visit_parameters([](const std::string&, Parameter<T, B>& p) { p.grad.zero(); });
+        m.visit_parameters([](const std::string&, Parameter<T, B>& p) { p.grad_for_backward().zero(); });
     }
 
     StateConfig cfg_;
@@ -385,7 +389,8 @@ private:
     // saved by forward / loss
     int rank_ = 2;
     index_t n_ = 0, sets_ = 0, set_len_ = 0;
-    Tensor<T, B> ctrl_, basal_, conf_, pred_, genes_;
+    bool kept_ = false;  // whether the last forward kept what loss() and backward() read
+    Tensor<T, B> ctrl_, conf_, pred_, genes_;
     Tensor<T, B> dpred_, dconf_, dgenes_, dctrl_l1_;
     bool has_loss_grads_ = false;
 };

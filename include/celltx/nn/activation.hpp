@@ -42,8 +42,14 @@ public:
 
     /// y = f(x), element-wise, any shape.
     Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) { return forward(Tensor<T, B>::copy_of(x), ctx); }
-    /// As above, keeping x itself as the saved input (no copy).
-    Tensor<T, B> forward(Tensor<T, B>&& x, const Context& = {}) {
+    /// As above, keeping x itself as the saved input (no copy); under inference, f is applied in place.
+    Tensor<T, B> forward(Tensor<T, B>&& x, const Context& ctx = {}) {
+        kept_ = ctx.keep_for_backward;
+        if (!kept_) {
+            x_ = Tensor<T, B>();
+            ops::activation_forward(B{}, kind_, x.data(), x.data(), x.numel());
+            return std::move(x);
+        }
         x_ = std::move(x);
         auto y = Tensor<T, B>::uninitialized(x_.shape());
         ops::activation_forward(B{}, kind_, x_.data(), y.data(), x_.numel());
@@ -51,6 +57,7 @@ public:
     }
 
     void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
+        require(kept_, "{}::backward: {}", activation_name(kind_), nothing_kept_for_backward);
         require(dy.shape() == x_.shape(), "{}::backward: dy {} does not match the output {}", activation_name(kind_), dy.shape(),
                 x_.shape());
         if (!dx.data()) return;
@@ -64,7 +71,8 @@ public:
 
 private:
     ActivationKind kind_;
-    Tensor<T, B> x_;  // saved input
+    bool kept_ = false;  // whether the last forward saved x_
+    Tensor<T, B> x_;     // saved input
 };
 
 /// GELU's two forms (nn.GELU(approximate='none' | 'tanh')).

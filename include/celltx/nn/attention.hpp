@@ -139,6 +139,7 @@ public:
         rank_ = x.rank();
         batch_ = rank_ == 3 ? x.size(0) : 1;
         tq_ = tk_ = x.size(-2);
+        kept_ = ctx.keep_for_backward;
         xq_ = std::move(x);
         xkv_ = Tensor<T, B>();
         const index_t rows = batch_ * tq_;
@@ -146,6 +147,7 @@ public:
         k_ = project(which::k, xq_.data(), rows);
         v_ = project(which::v, xq_.data(), rows);
         lora_forward(xq_.data(), rows, ctx);
+        if (!kept_) xq_ = Tensor<T, B>();
         return attend(ctx);
     }
 
@@ -162,8 +164,9 @@ public:
         batch_ = rank_ == 3 ? xq.size(0) : 1;
         tq_ = xq.size(-2);
         tk_ = xkv.size(-2);
-        xq_ = Tensor<T, B>::copy_of(xq);
-        xkv_ = Tensor<T, B>::copy_of(xkv);
+        kept_ = ctx.keep_for_backward;
+        xq_ = kept_ ? Tensor<T, B>::copy_of(xq) : Tensor<T, B>();
+        xkv_ = kept_ ? Tensor<T, B>::copy_of(xkv) : Tensor<T, B>();
         q_ = project(which::q, xq.data(), batch_ * tq_);
         k_ = project(which::k, xkv.data(), batch_ * tk_);
         v_ = project(which::v, xkv.data(), batch_ * tk_);
@@ -172,7 +175,8 @@ public:
 
     /// Backward of forward(): dx += dL/dx through the q, k and v paths.
     void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
-        require(!cross_ && xq_.rank() > 0, "MultiHeadAttention::backward: the last forward was not a self-attention forward");
+        require(kept_, "MultiHeadAttention::backward: {}", nothing_kept_for_backward);
+        require(!cross_, "MultiHeadAttention::backward: the last forward was not a self-attention forward");
         const index_t rows = batch_ * tq_;
         auto [dq, dk, dv] = attention_grads(dy);
         for (auto [w, g] : {std::pair{which::q, &dq}, std::pair{which::k, &dk}, std::pair{which::v, &dv}})
@@ -188,6 +192,7 @@ public:
 
     /// Backward of forward_cross(): dxq += dL/dxq, dxkv += dL/dxkv (either may be empty).
     void backward_cross(ConstView<T, B> dy, TensorView<T, B> dxq, TensorView<T, B> dxkv) {
+        require(kept_, "MultiHeadAttention::backward_cross: {}", nothing_kept_for_backward);
         require(cross_, "MultiHeadAttention::backward_cross: the last forward was not forward_cross");
         require(!dxq.data() || dxq.shape() == xq_.shape(), "MultiHeadAttention::backward_cross: dxq {} does not match xq {}",
                 dxq.shape(), xq_.shape());
@@ -195,7 +200,7 @@ public:
                 dxkv.shape(), xkv_.shape());
         if (tk_ == 0) {  // the output was a constant zero
             check_dy(dy);
-            visit_parameters([](const std::string&, Parameter<T, B>& p) { p.grad.zero(); });
+            visit_parameters([](const std::string&, Parameter<T, B>& p) { p.grad_for_backward().zero(); });
             hook_.reset();
             return;
         }
@@ -292,7 +297,7 @@ public:
     void set_graph_hook(ops::GraphHook<T> hook) { hook_ = std::move(hook); }
     void clear_graph_hook() { hook_.reset(); }
 
-    /// Log-sum-exp of every score row of the last forward: [B, num_heads, Tq].
+    /// Log-sum-exp of every score row of the last forward: [B, num_heads, Tq] (empty after an inference forward).
     ConstView<T, B> lse() const { return lse_.cview(); }
     /// The attention sizes of the last forward.
     ops::AttentionDims dims() const { return {batch_, tq_, tk_, hq_, hkv_, dh_, cfg_.scale}; }
@@ -300,7 +305,7 @@ public:
     /// Scores s_ij = scale·q_i·k_j of the last forward at the edges of `term`: [B, nnz]; with
     /// log_probs, log P_ij = s_ij − LSE_i (P before dropout), for a KL value without a T×T matrix.
     Tensor<T, B> edge_scores(const ops::GraphTerm<T>& term, bool log_probs = false) const {
-        require(xq_.rank() > 0, "MultiHeadAttention::edge_scores: no forward has run");
+        require(kept_, "MultiHeadAttention::edge_scores: {}", nothing_kept_for_backward);
         auto out = Tensor<T, B>::uninitialized(Shape{batch_, term.nnz()});
         const ops::HeadsRef<const T> q{q_.data(), hq_ * dh_}, k{k_.data(), hkv_ * dh_};
         ops::attention_edge_scores(B{}, dims(), q, k, term, out.data(), log_probs ? lse_.data() : nullptr);
@@ -358,10 +363,10 @@ private:
     /// dW = dyᵀ x (or xᵀ dy for Conv1D), db = Σ_rows dy: assigned.
     void param_grad(which wh, const T* x, const T* dy, index_t rows) {
         const Proj p = proj(wh);
-        T* dw = p.w->grad.data() + p.offset;
+        T* dw = p.w->grad_for_backward().data() + p.offset;
         if (p.conv1d) ops::gemm(B{}, true, false, p.in, p.out, rows, T(1), x, p.in, dy, p.out, T(0), dw, p.ld);
         else ops::gemm(B{}, true, false, p.out, p.in, rows, T(1), dy, p.out, x, p.in, T(0), dw, p.ld);
-        if (p.b) ops::column_sum(B{}, dy, rows, p.out, p.b->grad.data() + p.b_offset);
+        if (p.b) ops::column_sum(B{}, dy, rows, p.out, p.b->grad_for_backward().data() + p.b_offset);
     }
     /// dx += dy · W
     void input_grad(which wh, const T* dy, index_t rows, T* dx) {
@@ -430,12 +435,17 @@ private:
         lse_ = Tensor<T, B>::uninitialized(Shape{batch_, hq_, tq_});
         ops::attention_forward(B{}, dims(), ops::HeadsRef<const T>{q_.data(), hq_ * dh_}, ops::HeadsRef<const T>{k_.data(), hkv_ * dh_},
                                ops::HeadsRef<const T>{v_.data(), hkv_ * dh_}, ops::HeadsRef<T>{o_.data(), hq_ * dh_}, lse_.data(), drop_);
-        if (tk_ == 0) return Tensor<T, B>(out_shape());  // no keys: exactly zero, no out_proj bias
+        if (!kept_) q_ = k_ = v_ = lse_ = Tensor<T, B>();
+        if (tk_ == 0) {  // no keys: exactly zero, no out_proj bias
+            if (!kept_) o_ = Tensor<T, B>();
+            return Tensor<T, B>(out_shape());
+        }
         Tensor<T, B> y = project(which::o, o_.data(), batch_ * tq_);
         if (lora_[3]) {
             const Tensor<T, B> delta = lora_[3]->forward(o_.data(), batch_ * tq_, ctx);
             ops::accumulate(B{}, delta.data(), y.data(), y.numel());
         }
+        if (!kept_) o_ = Tensor<T, B>();
         return std::move(y.reshape(out_shape()));
     }
 
@@ -462,7 +472,7 @@ private:
     AttentionConfig cfg_{};
     index_t hq_ = 0, hkv_ = 0, dh_ = 0;
     // Saved by forward: inputs (for the weight gradients), projections, attention output and LSE.
-    bool cross_ = false;
+    bool kept_ = false, cross_ = false;
     int rank_ = 3;
     index_t batch_ = 0, tq_ = 0, tk_ = 0;
     Tensor<T, B> xq_, xkv_, q_, k_, v_, o_, lse_;

@@ -32,9 +32,10 @@ public:
     }
 
     /// x [..., in] -> y [..., out]
-    Tensor<T, B> forward(ConstView<T, B> x, const Context& = {}) {
+    Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) {
         check(x);
-        x_ = Tensor<T, B>::copy_of(x);
+        kept_ = ctx.keep_for_backward;
+        x_ = kept_ ? Tensor<T, B>::copy_of(x) : Tensor<T, B>();
         return apply(x);
     }
 
@@ -49,12 +50,13 @@ public:
     }
 
     void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
+        require(kept_, "Conv1D::backward: {}", nothing_kept_for_backward);
         const index_t rows = x_.shape().rows();
         require(dy.shape() == x_.shape().with_last(out_), "Conv1D::backward: dy {} does not match the output {}", dy.shape(),
                 x_.shape().with_last(out_));
         // dW = xᵀ dy, db = Σ_rows dy (assigned), dx += dy Wᵀ
-        ops::gemm(B{}, true, false, in_, out_, rows, T(1), x_.data(), in_, dy.data(), out_, T(0), weight.grad.data(), out_);
-        ops::column_sum(B{}, dy.data(), rows, out_, bias.grad.data());
+        ops::gemm(B{}, true, false, in_, out_, rows, T(1), x_.data(), in_, dy.data(), out_, T(0), weight.grad_for_backward().data(), out_);
+        ops::column_sum(B{}, dy.data(), rows, out_, bias.grad_for_backward().data());
         if (dx.data()) {
             require(dx.shape() == x_.shape(), "Conv1D::backward: dx {} does not match the input {}", dx.shape(), x_.shape());
             ops::gemm(B{}, false, true, rows, in_, out_, T(1), dy.data(), out_, weight.value.data(), out_, T(1), dx.data(), in_);
@@ -76,6 +78,7 @@ private:
     }
 
     index_t in_ = 0, out_ = 0;
+    bool kept_ = false;
     Tensor<T, B> x_;  // saved input
 };
 

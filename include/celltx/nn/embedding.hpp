@@ -34,7 +34,7 @@ public:
     }
 
     /// indices (n) -> rows of weight [n, dim]. An index outside [0, num) throws ShapeError.
-    Tensor<T, B> forward(std::span<const index_t> indices, const Context& = {}) {
+    Tensor<T, B> forward(std::span<const index_t> indices, const Context& ctx = {}) {
         const index_t n = static_cast<index_t>(indices.size());
         for (index_t i = 0; i < n; ++i)
             require(indices[i] >= 0 && indices[i] < num_, "Embedding: index {} (at position {}) is out of range [0, {})",
@@ -42,16 +42,19 @@ public:
         indices_ = from_host<index_t, B>(indices.data(), Shape{n});
         auto y = Tensor<T, B>::uninitialized(Shape{n, dim_});
         ops::gather_rows(B{}, weight.value.data(), indices_.data(), n, dim_, y.data());
+        kept_ = ctx.keep_for_backward;
+        if (!kept_) indices_ = Tensor<index_t, B>();
         return y;
     }
 
     /// dy [n, dim] (any shape with n*dim elements ending in dim) -> weight.grad (assigned).
     void backward(ConstView<T, B> dy) {
+        require(kept_, "Embedding::backward: {}", nothing_kept_for_backward);
         const index_t n = indices_.numel();
         require(dy.numel() == n * dim_ && dy.shape().last() == dim_, "Embedding::backward: dy {} does not match the output [{},{}]",
                 dy.shape(), n, dim_);
-        weight.grad.zero();
-        ops::scatter_add_rows(B{}, dy.data(), indices_.data(), n, dim_, weight.grad.data());
+        weight.grad_for_backward().zero();
+        ops::scatter_add_rows(B{}, dy.data(), indices_.data(), n, dim_, weight.grad_for_backward().data());
     }
 
     template <class F>
@@ -63,6 +66,7 @@ public:
 
 private:
     index_t num_ = 0, dim_ = 0;
+    bool kept_ = false;
     Tensor<index_t, B> indices_;  // saved by forward
 };
 

@@ -39,7 +39,7 @@ public:
     }
 
     /// x [..., d] -> y [..., d]
-    Tensor<T, B> forward(ConstView<T, B> x, const Context& = {}) {
+    Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) {
         require(x.rank() >= 1 && x.shape().last() == d_, "LayerNorm: input {} does not end in d={}", x.shape(), d_);
         const index_t rows = x.shape().rows();
         auto y = Tensor<T, B>::uninitialized(x.shape());
@@ -47,16 +47,19 @@ public:
         rstd_ = Tensor<T, B>::uninitialized(Shape{rows});
         ops::layer_norm_forward(B{}, x.data(), affine_ ? weight.value.data() : nullptr, affine_ ? bias.value.data() : nullptr,
                                 y.data(), xhat_.data(), rstd_.data(), rows, d_, eps_);
+        kept_ = ctx.keep_for_backward;
+        if (!kept_) xhat_ = rstd_ = Tensor<T, B>();
         return y;
     }
 
     void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
+        require(kept_, "LayerNorm::backward: {}", nothing_kept_for_backward);
         require(dy.shape() == xhat_.shape(), "LayerNorm::backward: dy {} does not match the output {}", dy.shape(), xhat_.shape());
         if (dx.data())
             require(dx.shape() == xhat_.shape(), "LayerNorm::backward: dx {} does not match the input {}", dx.shape(), xhat_.shape());
         ops::layer_norm_backward(B{}, dy.data(), xhat_.data(), rstd_.data(), affine_ ? weight.value.data() : nullptr,
-                                 xhat_.shape().rows(), d_, dx.data(), affine_ ? weight.grad.data() : nullptr,
-                                 affine_ ? bias.grad.data() : nullptr);
+                                 xhat_.shape().rows(), d_, dx.data(), affine_ ? weight.grad_for_backward().data() : nullptr,
+                                 affine_ ? bias.grad_for_backward().data() : nullptr);
     }
 
     template <class F>
@@ -73,6 +76,7 @@ private:
     index_t d_ = 0;
     double eps_ = 1e-5;
     bool affine_ = true;
+    bool kept_ = false;
     Tensor<T, B> xhat_, rstd_;  // saved by forward: normalised input and 1/sqrt(var + eps) per row
 };
 

@@ -3,7 +3,9 @@
 //
 // Contract (shared by every layer in celltx::nn):
 //  - forward(x, ctx) saves what backward needs and returns a new tensor; layers that save their
-//    input also take it as an rvalue Tensor, keeping it without a copy;
+//    input also take it as an rvalue Tensor, keeping it without a copy. Under a Context with
+//    keep_for_backward false (Context::inference()) it saves nothing and releases what an earlier
+//    forward saved, so that a backward then throws instead of using stale activations;
 //  - backward(dy, dx) ASSIGNS every parameter gradient and ADDS the input gradient into dx
 //    (an empty dx means the caller needs no input gradient);
 //  - visit_parameters(f, prefix) calls f(name, parameter) with PyTorch's state_dict names.
@@ -40,14 +42,20 @@ public:
     }
 
     /// x [..., in] -> y [..., out]
-    Tensor<T, B> forward(ConstView<T, B> x, const Context& = {}) {
+    Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) {
         require(x.rank() >= 1 && x.shape().last() == in_, "Linear: input {} does not end in in_features={}", x.shape(), in_);
-        x_ = Tensor<T, B>::copy_of(x);
+        kept_ = ctx.keep_for_backward;
+        x_ = kept_ ? Tensor<T, B>::copy_of(x) : Tensor<T, B>();
         return apply(x);
     }
     /// As above, keeping x itself as the saved input: a caller done with x saves the copy.
-    Tensor<T, B> forward(Tensor<T, B>&& x, const Context& = {}) {
+    Tensor<T, B> forward(Tensor<T, B>&& x, const Context& ctx = {}) {
         require(x.rank() >= 1 && x.shape().last() == in_, "Linear: input {} does not end in in_features={}", x.shape(), in_);
+        kept_ = ctx.keep_for_backward;
+        if (!kept_) {
+            x_ = Tensor<T, B>();
+            return apply(x.cview());  // x is freed on return
+        }
         x_ = std::move(x);
         return apply(x_.cview());
     }
@@ -63,7 +71,7 @@ public:
     }
 
     void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
-        require(x_.rank() >= 1, "Linear::backward: no saved input (backward before forward, or after apply)");
+        require(kept_, "Linear::backward: {}", nothing_kept_for_backward);
         backward_given_input(x_.cview(), dy, dx);
     }
     /// backward of apply(x), with the input given again by the caller (layers that keep one input for
@@ -74,8 +82,8 @@ public:
         require(dy.shape() == x.shape().with_last(out_), "Linear::backward: dy {} does not match the output {}", dy.shape(),
                 x.shape().with_last(out_));
         // dW = dyᵀ x, db = Σ_rows dy (assigned), dx += dy W
-        ops::gemm(B{}, true, false, out_, in_, rows, T(1), dy.data(), out_, x.data(), in_, T(0), weight.grad.data(), in_);
-        if (has_bias_) ops::column_sum(B{}, dy.data(), rows, out_, bias.grad.data());
+        ops::gemm(B{}, true, false, out_, in_, rows, T(1), dy.data(), out_, x.data(), in_, T(0), weight.grad_for_backward().data(), in_);
+        if (has_bias_) ops::column_sum(B{}, dy.data(), rows, out_, bias.grad_for_backward().data());
         if (dx.data()) {
             require(dx.shape() == x.shape(), "Linear::backward: dx {} does not match the input {}", dx.shape(), x.shape());
             ops::gemm(B{}, false, false, rows, in_, out_, T(1), dy.data(), out_, weight.value.data(), in_, T(1), dx.data(), in_);
@@ -94,6 +102,7 @@ public:
 private:
     index_t in_ = 0, out_ = 0;
     bool has_bias_ = true;
+    bool kept_ = false;  // whether the last forward saved x_
     Tensor<T, B> x_;
 };
 

@@ -61,18 +61,20 @@ public:
         auto y = Tensor<T, B>::uninitialized(Shape{rows, out_});
         ops::gemm(B{}, false, true, rows, out_, rank_, static_cast<T>(scaling_), xa_.data(), rank_, lora_B.value.data(), rank_, T(0),
                   y.data(), out_);
+        kept_ = ctx.keep_for_backward;
+        if (!kept_) xd_ = xa_ = Tensor<T, B>();
         return y;
     }
 
     /// dy [rows, out] of the last forward: dA, dB assigned; dx [rows, in] += dL/dx (nullptr: not wanted).
     void backward(const T* dy, T* dx) {
-        require(rows_ > 0 || xa_.numel() == 0, "LoraAdapter::backward: no forward has run");
+        require(kept_, "LoraAdapter::backward: {}", nothing_kept_for_backward);
         const T s = static_cast<T>(scaling_);
         // dB = s · dyᵀ (x A ᵀ);  d(xa) = s · dy B;  dA = d(xa)ᵀ xd;  dxd = d(xa) A
-        ops::gemm(B{}, true, false, out_, rank_, rows_, s, dy, out_, xa_.data(), rank_, T(0), lora_B.grad.data(), rank_);
+        ops::gemm(B{}, true, false, out_, rank_, rows_, s, dy, out_, xa_.data(), rank_, T(0), lora_B.grad_for_backward().data(), rank_);
         Tensor<T, B> dxa = Tensor<T, B>::uninitialized(Shape{rows_, rank_});
         ops::gemm(B{}, false, false, rows_, rank_, out_, s, dy, out_, lora_B.value.data(), rank_, T(0), dxa.data(), rank_);
-        ops::gemm(B{}, true, false, rank_, in_, rows_, T(1), dxa.data(), rank_, xd_.data(), in_, T(0), lora_A.grad.data(), in_);
+        ops::gemm(B{}, true, false, rank_, in_, rows_, T(1), dxa.data(), rank_, xd_.data(), in_, T(0), lora_A.grad_for_backward().data(), in_);
         if (dx) {
             Tensor<T, B> dxd = Tensor<T, B>::uninitialized(Shape{rows_, in_});
             ops::gemm(B{}, false, false, rows_, in_, rank_, T(1), dxa.data(), rank_, lora_A.value.data(), in_, T(0), dxd.data(), in_);
@@ -102,6 +104,7 @@ private:
     double scaling_ = 1.0;
     Dropout<T, B> drop_;
     index_t rows_ = 0;
+    bool kept_ = false;
     Tensor<T, B> xd_, xa_;  // saved: dropout(x) and dropout(x) Aᵀ
 };
 

@@ -30,22 +30,25 @@ public:
     void reset_parameters(Generator&) { ops::fill(B{}, weight.value.data(), d_, T(1)); }
 
     /// x [..., d] -> y [..., d]
-    Tensor<T, B> forward(ConstView<T, B> x, const Context& = {}) {
+    Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) {
         require(x.rank() >= 1 && x.shape().last() == d_, "RMSNorm: input {} does not end in d={}", x.shape(), d_);
         const index_t rows = x.shape().rows();
         auto y = Tensor<T, B>::uninitialized(x.shape());
         normed_ = Tensor<T, B>::uninitialized(x.shape());
         rstd_ = Tensor<T, B>::uninitialized(Shape{rows});
         ops::rms_norm_forward(B{}, x.data(), weight.value.data(), y.data(), normed_.data(), rstd_.data(), rows, d_, eps_);
+        kept_ = ctx.keep_for_backward;
+        if (!kept_) normed_ = rstd_ = Tensor<T, B>();
         return y;
     }
 
     void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
+        require(kept_, "RMSNorm::backward: {}", nothing_kept_for_backward);
         require(dy.shape() == normed_.shape(), "RMSNorm::backward: dy {} does not match the output {}", dy.shape(), normed_.shape());
         if (dx.data())
             require(dx.shape() == normed_.shape(), "RMSNorm::backward: dx {} does not match the input {}", dx.shape(), normed_.shape());
         ops::rms_norm_backward(B{}, dy.data(), normed_.data(), rstd_.data(), weight.value.data(), normed_.shape().rows(), d_,
-                               dx.data(), weight.grad.data());
+                               dx.data(), weight.grad_for_backward().data());
     }
 
     template <class F>
@@ -58,6 +61,7 @@ public:
 private:
     index_t d_ = 0;
     double eps_ = 1e-6;
+    bool kept_ = false;
     Tensor<T, B> normed_, rstd_;  // saved by forward: x * rstd and rstd per row
 };
 

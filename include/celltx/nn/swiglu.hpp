@@ -32,6 +32,14 @@ public:
     Tensor<T, B> forward(ConstView<T, B> x, const Context& ctx = {}) { return forward(Tensor<T, B>::copy_of(x), ctx); }
     /// As above, keeping x itself (no copy): one saved input serves both gate_proj and up_proj.
     Tensor<T, B> forward(Tensor<T, B>&& x, const Context& ctx = {}) {
+        kept_ = ctx.keep_for_backward;
+        if (!kept_) {  // inference: free x after the projections, and h overwrites the gate in place
+            x_ = gate_ = up_ = Tensor<T, B>();
+            Tensor<T, B> g = gate_proj.apply(x.cview()), u = up_proj.apply(x.cview());
+            x = Tensor<T, B>();
+            ops::swiglu_forward(B{}, g.data(), u.data(), g.data(), g.numel());
+            return down_proj.forward(std::move(g), ctx);
+        }
         x_ = std::move(x);
         gate_ = gate_proj.apply(x_.cview());
         up_ = up_proj.apply(x_.cview());
@@ -41,7 +49,7 @@ public:
     }
 
     void backward(ConstView<T, B> dy, TensorView<T, B> dx) {
-        require(x_.rank() >= 1, "SwiGLU::backward: no saved input (backward before forward)");
+        require(kept_, "SwiGLU::backward: {}", nothing_kept_for_backward);
         Tensor<T, B> dh(gate_.shape());
         down_proj.backward(dy, dh.view());
         auto dg = Tensor<T, B>::uninitialized(gate_.shape());
@@ -61,6 +69,7 @@ public:
     Linear<T, B> gate_proj, up_proj, down_proj;
 
 private:
+    bool kept_ = false;
     Tensor<T, B> x_, gate_, up_;  // saved by forward: the input and the two projections
 };
 

@@ -47,13 +47,13 @@ concept GeneInteractionModel = Model::num_readouts == 1 && requires(Model& m, co
     m.forward(b, ctx);
 };
 
-/// Predictions in label units: offset(S) + scaler.inverse(model(S)), from one eval forward.
+/// Predictions in label units: offset(S) + scaler.inverse(model(S)), from one inference forward.
 template <GeneInteractionModel Model>
 std::vector<double> predict_gene_interactions(Model& model, std::span<const std::vector<index_t>> sets, const LabelScaler& scaler,
                                               const AdditiveBaseline* offset = nullptr) {
     if (sets.empty()) return {};
     const PerturbationBatch batch = PerturbationBatch::from_sets(std::vector<std::vector<index_t>>(sets.begin(), sets.end()));
-    const auto out = model.forward(batch, Context::eval());
+    const auto out = model.forward(batch, Context::inference());
     using B = typename Model::backend;
     const auto host = [&]() -> decltype(auto) {  // the predictions in host memory (a device model's downloaded)
         if constexpr (B::is_device) return to_host(out.predictions[0]);

@@ -313,7 +313,7 @@ public:
         adamw_.set_lr(schedule_.lr());
         StepLoss l;
         if (samples.empty()) {
-            for (auto& [name, p] : params_) p->grad.zero();
+            for (auto& [name, p] : params_) p->grad_for_backward().zero();
         } else {
             l = model_.loss_backward(std::span<const std::size_t>(samples), scaler_, Context::train(model_seed(), static_cast<std::uint64_t>(step_)));
             if (!std::isfinite(l.total))

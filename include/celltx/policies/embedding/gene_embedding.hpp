@@ -109,10 +109,10 @@ struct GeneEmbedding {
         void backward(ConstView<T, B> dX) {
             require(dX.rank() == 2 && dX.size(0) == n_ + 1 && dX.size(1) == d_, "GeneEmbedding::backward: dX {} is not [{}, {}]",
                     dX.shape(), n_ + 1, d_);
-            copy(dX.slice(0, 1), cls_token.grad.view());
+            copy(dX.slice(0, 1), cls_token.grad_for_backward().view());
             const ConstView<T, B> dgenes = dX.slice(1, n_);
             if (f_ == 0) {
-                copy(dgenes, gene_embedding.grad.view());
+                copy(dgenes, gene_embedding.grad_for_backward().view());
                 return;
             }
             if (!projection) return;

@@ -33,10 +33,12 @@ struct PostNormEncoder {
             graph_layers_.assign(this->layers.size(), false);
         }
 
-        /// X [N+1, d] (or [1, N+1, d]) -> H of the same shape; row 0 is the CLS token.
+        /// X [N+1, d] (or [1, N+1, d]) -> H of the same shape; row 0 is the CLS token. The graph
+        /// term is a training loss: under Context::inference() it is not evaluated (graph_loss() 0).
         Tensor<T, B> forward(ConstView<T, B> X, const Context& ctx = {}, GraphRegularizer<T, B>* reg = nullptr) {
             require((X.rank() == 2 || X.rank() == 3) && X.shape().last() == this->d_model(), "PostNormEncoder: input {} is not [N+1, {}]",
                     X.shape(), this->d_model());
+            if (!ctx.keep_for_backward) reg = nullptr;
             reg_ = reg;
             graph_loss_ = 0.0;
             graph_layers_.assign(this->layers.size(), false);

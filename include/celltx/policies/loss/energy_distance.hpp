@@ -57,11 +57,12 @@ public:
     }
 
     /// Per-set loss [B] of x [B, N, D] (prediction) against y [B, M, D] (target).
-    Tensor<T, B> forward(ConstView<T, B> x, ConstView<T, B> y, const Context& = {}) {
+    Tensor<T, B> forward(ConstView<T, B> x, ConstView<T, B> y, const Context& ctx = {}) {
         detail::check_sets("EnergyDistance", x, y);
         require(x.size(1) >= 1 && y.size(1) >= 1, "EnergyDistance: empty set (x {}, y {})", x.shape(), y.shape());
-        x_ = Tensor<T, B>::copy_of(x);
-        y_ = Tensor<T, B>::copy_of(y);
+        kept_ = ctx.keep_for_backward;  // the backward reads both sets again
+        x_ = kept_ ? Tensor<T, B>::copy_of(x) : Tensor<T, B>();
+        y_ = kept_ ? Tensor<T, B>::copy_of(y) : Tensor<T, B>();
         const index_t sets = x.size(0), n = x.size(1), m = y.size(1), d = x.size(2);
         std::vector<double> sxy(static_cast<std::size_t>(sets)), sxx(sxy.size()), syy(sxy.size());
         const T floor = static_cast<T>(min_sq);
@@ -76,6 +77,7 @@ public:
     }
 
     void backward(ConstView<T, B> dloss, TensorView<T, B> dx, TensorView<T, B> dy) {
+        require(kept_, "EnergyDistance::backward: {}", nothing_kept_for_backward);
         const index_t sets = x_.size(0), n = x_.size(1), m = y_.size(1), d = x_.size(2);
         require(dloss.numel() == sets, "EnergyDistance::backward: dloss {} for {} sets", dloss.shape(), sets);
         const Tensor<T, cpu> dl = to_host(dloss);
@@ -105,6 +107,7 @@ public:
 
 private:
     index_t block_ = 256;
+    bool kept_ = false;
     Tensor<T, B> x_, y_;
 };
 

@@ -60,6 +60,7 @@ public:
     Tensor<T, B> forward(ConstView<T, B> pred, ConstView<T, B> target, const Context& ctx = {}) {
         require(pred.shape() == target.shape(), "SetLoss: pred {} and target {} differ", pred.shape(), target.shape());
         shape_ = pred.shape();
+        kept_ = ctx.keep_for_backward;
         const Shape s = sets_shape(pred.shape());
         const ConstView<T, B> p = pred.reshaped(s), t = target.reshaped(s);
         if (opt_.kind == SetLossKind::mse) {
@@ -76,6 +77,7 @@ public:
             }
             per_set_ = from_host<T, B>(per_set);
             valid_ = s[0];
+            if (!kept_) diff_ = Tensor<T, B>();
             return scalar(static_cast<T>(total / static_cast<double>(p.numel())));
         }
         if (opt_.kind == SetLossKind::energy) per_set_ = energy_.forward(p, t, ctx);
@@ -98,6 +100,7 @@ public:
     }
 
     void backward(ConstView<T, B> dloss, TensorView<T, B> dpred, TensorView<T, B> dtarget = {}) {
+        require(kept_, "SetLoss::backward: {}", nothing_kept_for_backward);
         require(dloss.numel() == 1, "SetLoss::backward: dloss {} must hold one value", dloss.shape());
         for (auto v : {dpred, dtarget})
             require(!v.data() || v.shape() == shape_, "SetLoss::backward: gradient {} does not match the input {}", v.shape(), shape_);
@@ -153,6 +156,7 @@ private:
     SetLossOptions opt_;
     EnergyDistance<T, B> energy_;
     SinkhornDivergence<T, B> sinkhorn_;
+    bool kept_ = false;
     Tensor<T, B> per_set_, diff_;
     Shape shape_;
     index_t valid_ = 0;

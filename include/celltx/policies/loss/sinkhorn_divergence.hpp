@@ -102,7 +102,7 @@ public:
     double diameter() const noexcept { return diameter_; }
 
     /// Per-set loss [B] of x [B, N, D] (prediction) against y [B, M, D] (target).
-    Tensor<T, B> forward(ConstView<T, B> x, ConstView<T, B> y, const Context& = {}) {
+    Tensor<T, B> forward(ConstView<T, B> x, ConstView<T, B> y, const Context& ctx = {}) {
         detail::check_sets("SinkhornDivergence", x, y);
         require(x.size(1) >= 1 && y.size(1) >= 1, "SinkhornDivergence: empty set (x {}, y {})", x.shape(), y.shape());
         x_ = Tensor<T, B>::copy_of(x);
@@ -173,11 +173,17 @@ public:
             for (index_t j = 0; j < m_; ++j) sg += static_cast<double>(gab[b * m_ + j] - gbb[b * m_ + j]);
             out[static_cast<std::size_t>(b)] = static_cast<T>(sf / static_cast<double>(n_) + sg / static_cast<double>(m_));
         }
+        kept_ = ctx.keep_for_backward;
+        if (!kept_) {
+            x_ = y_ = h_xy_ = h_yx_ = h_xx_ = h_yy_ = lse_xy_ = lse_yx_ = lse_xx_ = lse_yy_ = Tensor<T, B>();
+            for (auto& c : cache_) c = Tensor<T, B>();
+        }
         return from_host<T, B>(out);
     }
 
     /// ADDS the reference's gradient of L = Σ_b dloss_b·loss_b: through the last step's costs only.
     void backward(ConstView<T, B> dloss, TensorView<T, B> dx, TensorView<T, B> dy) {
+        require(kept_, "SinkhornDivergence::backward: {}", nothing_kept_for_backward);
         require(dloss.numel() == sets_, "SinkhornDivergence::backward: dloss {} for {} sets", dloss.shape(), sets_);
         const Tensor<T, cpu> dl = to_host(dloss);
         std::vector<T> plus(vsize(sets_)), minus(vsize(sets_));
@@ -238,6 +244,7 @@ private:
     double diameter_ = 0.0;
     index_t sets_ = 0, n_ = 0, m_ = 0;
     T e_ = 0;
+    bool kept_ = false;
     Tensor<T, B> x_, y_;
     std::array<Tensor<T, B>, 4> cache_;  ///< d2 of XY, YX, XX, YY (or empty)
     Tensor<T, B> h_xy_, h_yx_, h_xx_, h_yy_, lse_xy_, lse_yx_, lse_xx_, lse_yy_;  // the extrapolation step's weights and LSEs

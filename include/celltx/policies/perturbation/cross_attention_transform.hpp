@@ -93,9 +93,11 @@ struct CrossAttentionTransform {
             layout_ = out.without_values();
             num_genes_ = N;
             dense_ = out.all_rows && !(ctx.training && p_ > 0.0) && has_dense_block;
+            kept_ = ctx.keep_for_backward;
             if constexpr (has_dense_block) {
                 if (dense_) {
                     forward_dense(H, batch, out);
+                    if (!kept_) release_activations();
                     return out;
                 }
             }
@@ -127,11 +129,13 @@ struct CrossAttentionTransform {
             row_dropout(f, stream_ffn_out);
             ops::accumulate(B{}, x.data(), f.data(), R * d);  // x + Dropout(FFN(x))
             out.values = norm2.forward(f.cview(), ctx);
+            if (!kept_) release_activations();
             return out;
         }
 
         /// dRows: gradient w.r.t. the rows of the last forward (same layout). dH_genes [N, d] += dL/dH_genes.
         void backward(const PerturbedRows<T, B>& dRows, TensorView<T, B> dH) {
+            require(kept_, "CrossAttentionTransform::backward: {}", nothing_kept_for_backward);
             require(dRows.same_layout(layout_), "CrossAttentionTransform::backward: dRows does not have the layout of the last forward");
             const index_t R = layout_.rows(), d = d_;
             require(dRows.values.shape() == (Shape{R, d}), "CrossAttentionTransform::backward: dRows.values {} is not [{}, {}]",
@@ -153,8 +157,8 @@ struct CrossAttentionTransform {
                 row_dropout(df, stream_ffn_out);
                 // ffn.3 from the recomputed hidden activation g: dW = dfᵀ g, db = Σ df; then dg = df W.
                 Tensor<T, B> g = hidden();
-                ops::gemm(B{}, true, false, d, 4 * d, R, T(1), df.data(), d, g.data(), 4 * d, T(0), ffn3.weight.grad.data(), 4 * d);
-                ops::column_sum(B{}, df.data(), R, d, ffn3.bias.grad.data());
+                ops::gemm(B{}, true, false, d, 4 * d, R, T(1), df.data(), d, g.data(), 4 * d, T(0), ffn3.weight.grad_for_backward().data(), 4 * d);
+                ops::column_sum(B{}, df.data(), R, d, ffn3.bias.grad_for_backward().data());
                 ops::gemm(B{}, false, false, R, 4 * d, d, T(1), df.data(), d, ffn3.weight.value.data(), 4 * d, T(0), g.data(), 4 * d);
                 row_dropout(g, stream_ffn_hidden);
                 Tensor<T, B> dpre(pre_.shape());
@@ -168,8 +172,8 @@ struct CrossAttentionTransform {
             ops::scale_rows(B{}, dr1.data(), R, d, has_keys_.data());  // the attention output of an empty set is a constant
 
             // out_proj: dW = dAᵀ O, db = Σ dA (assigned); dO = dA W.
-            ops::gemm(B{}, true, false, d, d, R, T(1), dr1.data(), d, o_.data(), d, T(0), out_proj.weight.grad.data(), d);
-            ops::column_sum(B{}, dr1.data(), R, d, out_proj.bias.grad.data());
+            ops::gemm(B{}, true, false, d, d, R, T(1), dr1.data(), d, o_.data(), d, T(0), out_proj.weight.grad_for_backward().data(), d);
+            ops::column_sum(B{}, dr1.data(), R, d, out_proj.bias.grad_for_backward().data());
             Tensor<T, B> dO = Tensor<T, B>::uninitialized(Shape{R, d});
             ops::gemm(B{}, false, false, R, d, d, T(1), dr1.data(), d, out_proj.weight.value.data(), d, T(0), dO.data(), d);
 
@@ -178,8 +182,8 @@ struct CrossAttentionTransform {
             ops::ragged_cross_attention_backward(B{}, attention(), q_.data(), kv_.data(), lse_.data(), dO.data(), dq.data(), dkv.data());
 
             // Query projection: dWq = dQᵀ h, dbq = Σ dQ; dh += dQ Wq.
-            ops::gemm(B{}, true, false, d, d, R, T(1), dq.data(), d, hq_.data(), d, T(0), in_proj_weight.grad.data(), d);
-            ops::column_sum(B{}, dq.data(), R, d, in_proj_bias.grad.data());
+            ops::gemm(B{}, true, false, d, d, R, T(1), dq.data(), d, hq_.data(), d, T(0), in_proj_weight.grad_for_backward().data(), d);
+            ops::column_sum(B{}, dq.data(), R, d, in_proj_bias.grad_for_backward().data());
             ops::gemm(B{}, false, false, R, d, d, T(1), dq.data(), d, in_proj_weight.value.data(), d, T(1), dhq.data(), d);
             if (dH.data()) ops::scatter_add_rows(B{}, dhq.data(), row_gene_.data(), R, d, dH.data());
             key_value_backward(dkv, dH);
@@ -212,8 +216,8 @@ struct CrossAttentionTransform {
             const index_t d = d_, E = key_slot_.numel(), P = key_genes_.numel();
             Tensor<T, B> dkv_unique(Shape{P, 2 * d});
             ops::scatter_add_rows(B{}, dkv.data(), key_slot_.data(), E, 2 * d, dkv_unique.data());
-            ops::gemm(B{}, true, false, 2 * d, d, P, T(1), dkv_unique.data(), 2 * d, hkv_.data(), d, T(0), in_proj_weight.grad.data() + d * d, d);
-            ops::column_sum(B{}, dkv_unique.data(), P, 2 * d, in_proj_bias.grad.data() + d);
+            ops::gemm(B{}, true, false, 2 * d, d, P, T(1), dkv_unique.data(), 2 * d, hkv_.data(), d, T(0), in_proj_weight.grad_for_backward().data() + d * d, d);
+            ops::column_sum(B{}, dkv_unique.data(), P, 2 * d, in_proj_bias.grad_for_backward().data() + d);
             if (!dH.data()) return;
             Tensor<T, B> dhkv = Tensor<T, B>::uninitialized(Shape{P, d});
             ops::gemm(B{}, false, false, P, d, 2 * d, T(1), dkv_unique.data(), 2 * d, in_proj_weight.value.data() + d * d, d, T(0),
@@ -288,15 +292,15 @@ struct CrossAttentionTransform {
             Tensor<T, B> dq = Tensor<T, B>::uninitialized(Shape{N, d}), dkv = Tensor<T, B>::uninitialized(Shape{E, 2 * d});
             Tensor<T, B> scratch;  // the residual path's gradient when the caller wants no input gradient
             if (!dH.data()) scratch = Tensor<T, B>(Shape{N, d});
-            ops::DenseCrossAttentionBlockGrads<T> g{out_proj.weight.grad.data(), out_proj.bias.grad.data(), norm1.weight.grad.data(),
-                                                   norm1.bias.grad.data(),      ffn0.weight.grad.data(),     ffn0.bias.grad.data(),
-                                                   ffn3.weight.grad.data(),     ffn3.bias.grad.data(),       norm2.weight.grad.data(),
-                                                   norm2.bias.grad.data()};
+            ops::DenseCrossAttentionBlockGrads<T> g{out_proj.weight.grad_for_backward().data(), out_proj.bias.grad_for_backward().data(), norm1.weight.grad_for_backward().data(),
+                                                   norm1.bias.grad_for_backward().data(),      ffn0.weight.grad_for_backward().data(),     ffn0.bias.grad_for_backward().data(),
+                                                   ffn3.weight.grad_for_backward().data(),     ffn3.bias.grad_for_backward().data(),       norm2.weight.grad_for_backward().data(),
+                                                   norm2.bias.grad_for_backward().data()};
             ops::dense_cross_attention_block_backward(B{}, dense_block(), hq_.data(), q_.data(), kv_.data(), dense_weights(), dense_saved(),
                                                       dRows.values.data(), dq.data(), dH.data() ? dH.data() : scratch.data(), dkv.data(), g);
             // Query projection over the genes: dWq = dQᵀ H, dbq = Σ dQ; dH += dQ Wq.
-            ops::gemm(B{}, true, false, d, d, N, T(1), dq.data(), d, hq_.data(), d, T(0), in_proj_weight.grad.data(), d);
-            ops::column_sum(B{}, dq.data(), N, d, in_proj_bias.grad.data());
+            ops::gemm(B{}, true, false, d, d, N, T(1), dq.data(), d, hq_.data(), d, T(0), in_proj_weight.grad_for_backward().data(), d);
+            ops::column_sum(B{}, dq.data(), N, d, in_proj_bias.grad_for_backward().data());
             if (dH.data()) ops::gemm(B{}, false, false, N, d, d, T(1), dq.data(), d, in_proj_weight.value.data(), d, T(1), dH.data(), d);
             key_value_backward(dkv, dH);
         }
@@ -360,6 +364,10 @@ struct CrossAttentionTransform {
         std::uint64_t seed_ = 0, step_ = 0;
         Tensor<T, B> hq_, q_, hkv_, kv_, o_, lse_, pre_;
         Tensor<T, B> xhat1_, rstd1_, xhat2_, rstd2_;  // the dense block's LayerNorm statistics
+        bool kept_ = false;                          // whether the last forward kept the activations above
+        void release_activations() {
+            hq_ = q_ = hkv_ = kv_ = o_ = lse_ = pre_ = xhat1_ = rstd1_ = xhat2_ = rstd2_ = Tensor<T, B>();
+        }
     };
 };
 

@@ -55,7 +55,7 @@ public:
         const index_t sets = dseq.size(0), s = dseq.size(1) - 1;
         Tensor<T, B> dtok = Tensor<T, B>::uninitialized(Shape{sets, h_});
         ops::copy_2d(B{}, dtok.data(), h_, dseq.data() + s * h_, (s + 1) * h_, sets, h_);
-        ops::column_sum(B{}, dtok.data(), sets, h_, confidence_token.grad.data());
+        ops::column_sum(B{}, dtok.data(), sets, h_, confidence_token.grad_for_backward().data());
         if (!dx.data()) return;
         require(dx.shape() == (Shape{sets, s, h_}), "ConfidenceToken::backward_append: dx {} is not [{}, {}, {}]", dx.shape(), sets, s, h_);
         Tensor<T, B> dcells = Tensor<T, B>::uninitialized(dx.shape());
