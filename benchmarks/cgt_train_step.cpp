@@ -7,7 +7,7 @@
 //   and the configurations of ../shared/anchors/torch_cgt_bench.py with the same shapes (dropout 0,
 //   KL on the last layer / head 0 over half of the rows of a random graph of 15..25 edges per row,
 //   |S_b| = 2 perturbed genes):
-//   enc_fwd_infer    encoder forward, eval, no graph term
+//   enc_fwd_infer    encoder forward under Context::inference() (the anchor's eval + no_grad), no graph term
 //   enc_fwd_train    encoder forward in training mode with the graph term's value
 //   enc_fwdbwd       encoder forward + backward of sum(H) + graph term
 //   typeI_B8/32/128  Type I transform + GI readout forward + backward of MSE (H_genes and h_CLS take gradients),
@@ -183,7 +183,7 @@ int run_config(const std::string& name, int reps, int warmup) {
         torch_like_model();
         const bool train = name != "enc_fwd_infer", backward = name == "enc_fwdbwd";
         b.run = [&, train, backward](std::uint64_t step) {
-            const Context ctx = train ? Context::train(3, step) : Context::eval();
+            const Context ctx = train ? Context::train(3, step) : Context::inference();  // infer: the anchor's no_grad
             const Tensor<float> X = model->embedding.forward(ctx);
             const Tensor<float> H = model->encoder.forward(X.cview(), ctx, train ? &model->graph_regularizer() : nullptr);
             if (!backward) return;
