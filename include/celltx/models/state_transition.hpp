@@ -149,9 +149,9 @@ public:
         sets_ = n_ / set_len_;
         const index_t H = c.hidden;
         const ConstView<T, B> p2 = pert.reshaped(Shape{n_, c.pert_dim}), c2 = ctrl.reshaped(Shape{n_, c.input_dim});
-        kept_ = ctx.keep_for_backward;
-        has_loss_grads_ = false;
-        ctrl_ = kept_ && c.l1_lambda != 0.0 ? Tensor<T, B>::copy_of(c2) : Tensor<T, B>();  // only the L1 term reads it
+        const bool keep = ctx.keep_for_backward;
+        kept_ = has_loss_grads_ = false;  // until this forward has finished
+        ctrl_ = keep && c.l1_lambda != 0.0 ? Tensor<T, B>::copy_of(c2) : Tensor<T, B>();  // only the L1 term reads it
         conf_ = pred_ = genes_ = Tensor<T, B>();
 
         Tensor<T, B> x = pert_encoder.forward(p2, ctx);
@@ -171,7 +171,7 @@ public:
         if constexpr (has_confidence_token) {
             const Tensor<T, B> h = transformer_backbone.forward(confidence_token.append(x.cview()).cview(), ctx);
             out.confidence = confidence_token.split(h.cview(), ctx, cells);
-            if (kept_) conf_ = out.confidence;
+            if (keep) conf_ = out.confidence;
         } else {
             cells = transformer_backbone.forward(x.cview(), ctx);
         }
@@ -188,14 +188,15 @@ public:
         }
         basal = Tensor<T, B>();
         if (c.apply_relu) y = relu_.forward(std::move(y), ctx);
-        if (kept_) pred_ = y;  // loss() reads it
+        if (keep) pred_ = y;  // loss() reads it
         if constexpr (has_gene_decoder) {
             out.genes = gene_decoder.forward(y.cview(), ctx);
-            if (kept_) genes_ = out.genes;
+            if (keep) genes_ = out.genes;
             if (rank_ == 3) out.genes.reshape(Shape{sets_, set_len_, c.gene_dim});
         }
         out.pred = std::move(y);
         if (rank_ == 3) out.pred.reshape(Shape{sets_, set_len_, c.out_dim()});
+        kept_ = keep;
         return out;
     }
 

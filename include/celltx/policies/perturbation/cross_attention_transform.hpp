@@ -93,11 +93,13 @@ struct CrossAttentionTransform {
             layout_ = out.without_values();
             num_genes_ = N;
             dense_ = out.all_rows && !(ctx.training && p_ > 0.0) && has_dense_block;
-            kept_ = ctx.keep_for_backward;
+            kept_ = false;  // until this forward has finished
+            const bool keep = ctx.keep_for_backward;
             if constexpr (has_dense_block) {
                 if (dense_) {
                     forward_dense(H, batch, out);
-                    if (!kept_) release_activations();
+                    if (!keep) release_activations();
+                    kept_ = keep;
                     return out;
                 }
             }
@@ -129,7 +131,8 @@ struct CrossAttentionTransform {
             row_dropout(f, stream_ffn_out);
             ops::accumulate(B{}, x.data(), f.data(), R * d);  // x + Dropout(FFN(x))
             out.values = norm2.forward(f.cview(), ctx);
-            if (!kept_) release_activations();
+            if (!keep) release_activations();
+            kept_ = keep;
             return out;
         }
 
