@@ -174,6 +174,38 @@ BOOST_AUTO_TEST_CASE(every_backward_against_finite_differences) {
     BOOST_TEST(r.ok(), r.summary());
 }
 
+// The vector Philox (dropout masks of the generic attention kernel) gives CounterRng::bits bit for
+// bit at every vector level, including counters whose low word wraps inside the 16 blocks.
+BOOST_AUTO_TEST_CASE(vector_philox_blocks_equal_the_counter_rng) {
+    const auto best = cpu_detail::detect_simd_level();
+    if (best == cpu_detail::SimdLevel::none) {
+        BOOST_TEST_MESSAGE("no vector level on this CPU: the portable loop is the only path");
+        return;
+    }
+    std::size_t checked = 0;
+    for (auto level : {cpu_detail::SimdLevel::avx2, cpu_detail::SimdLevel::avx512}) {
+        if (static_cast<int>(level) > static_cast<int>(best)) continue;
+        const auto old = cpu_detail::set_simd_level(level);
+        for (const std::uint64_t seed : {std::uint64_t{0}, std::uint64_t{7}, ~std::uint64_t{0}})
+            for (const std::uint64_t first : {std::uint64_t{0}, std::uint64_t{12345}, std::uint64_t{0xFFFFFFF8u}, (std::uint64_t{5} << 40) + 0xFFFFFFF1u}) {
+                const CounterRng rng = CounterRng(seed, 3).substream(seed + first);
+                std::uint32_t out[64];
+                BOOST_REQUIRE(cpu_detail::simd_philox_blocks16(static_cast<std::uint32_t>(rng.seed()), static_cast<std::uint32_t>(rng.seed() >> 32),
+                                                               static_cast<std::uint32_t>(rng.stream()),
+                                                               static_cast<std::uint32_t>(rng.stream() >> 32), first, out));
+                std::size_t wrong = 0;
+                for (int l = 0; l < 16; ++l) {
+                    const auto want = rng.bits(first + static_cast<std::uint64_t>(l));
+                    for (int w = 0; w < 4; ++w) wrong += out[4 * l + w] != want[static_cast<std::size_t>(w)];
+                }
+                BOOST_TEST(wrong == 0u, "level " << static_cast<int>(level) << ", seed " << seed << ", first block " << first);
+                ++checked;
+            }
+        cpu_detail::set_simd_level(old);
+    }
+    BOOST_TEST(checked >= 12u);
+}
+
 // The dense Type I block's float kernels at the CGT's head width run the attention with genes in
 // vector lanes. The harness's float reference for a backward is the CPU kernel itself, so the vector
 // path is checked here against the scalar path (itself checked against finite differences), in float,

@@ -12,6 +12,7 @@
 // The bodies live in simd_isa.inl, compiled twice below: once for AVX2+FMA, once for AVX-512F.
 // simd_level() says which one runs (CELLTX_CPU_SIMD=none|avx2|avx512 lowers it, for tests and
 // comparisons). Callers keep a plain C++ path for other CPUs and for double.
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -161,6 +162,12 @@ inline bool simd_gelu_value_and_derivative(const float* x, float* y, float* d, i
 inline bool simd_gelu_backward(const float* x, const float* dy, float* dx, index_t n) {
     return run_simd(simd_avx512::gelu_backward, simd_avx2::gelu_backward, x, dy, dx, n);
 }
+/// The 16 Philox4x32-10 blocks first_block .. first_block + 15 of a stream (key, counter words 2
+/// and 3), element order: out[4·l + w] = word w of block first_block + l (CounterRng::bits).
+inline bool simd_philox_blocks16(std::uint32_t key0, std::uint32_t key1, std::uint32_t ctr2, std::uint32_t ctr3, std::uint64_t first_block,
+                                 std::uint32_t* out) {
+    return run_simd(simd_avx512::philox_blocks16, simd_avx2::philox_blocks16, key0, key1, ctr2, ctr3, first_block, out);
+}
 /// The Adam/AdamW update (without amsgrad) of n floats.
 inline bool simd_adam_update(const AdamCoefficients& c, float* w, const float* g, float* m, float* v, index_t n) {
     return run_simd(simd_avx512::adam_update_array, simd_avx2::adam_update_array, c, w, g, m, v, n);
@@ -231,6 +238,7 @@ inline bool simd_sum_columns(const float*, index_t, index_t, float*) { return fa
 inline bool simd_gelu_forward(const float*, float*, index_t) { return false; }
 inline bool simd_swiglu_forward(const float*, const float*, float*, index_t) { return false; }
 inline bool simd_adam_update(const AdamCoefficients&, float*, const float*, float*, float*, index_t) { return false; }
+inline bool simd_philox_blocks16(std::uint32_t, std::uint32_t, std::uint32_t, std::uint32_t, std::uint64_t, std::uint32_t*) { return false; }
 inline bool simd_swiglu_backward(const float*, const float*, const float*, float*, float*, index_t) { return false; }
 inline bool simd_gelu_value_and_derivative(const float*, float*, float*, index_t) { return false; }
 inline bool simd_gelu_backward(const float*, const float*, float*, index_t) { return false; }

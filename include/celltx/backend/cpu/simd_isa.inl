@@ -739,4 +739,75 @@ inline void dense_attention_backward_rows(const DenseAttentionRows& a, const flo
     }
 }
 
+
+// ---- Philox4x32-10 in vector lanes (core/rng.hpp's philox4x32_rounds, bit for bit): one counter
+// per 32-bit lane. hi(a·m) comes from two 32x32->64 products (even and odd lanes), lo from mullo.
+#if CELLTX_SIMD_W == 16
+inline vi philox_mul(vi a, vi m, vi& lo) {
+    lo = _mm512_mullo_epi32(a, m);
+    const vi even = _mm512_srli_epi64(_mm512_mul_epu32(a, m), 32);
+    const vi odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+    return _mm512_mask_blend_epi32(0xAAAA, even, odd);
+}
+inline vi philox_xor(vi a, vi b) { return _mm512_xor_si512(a, b); }
+inline vi philox_set(std::uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
+inline vi philox_lane_index() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+/// The counters lo + lane and, carrying into them, hi.
+inline void philox_counters(std::uint64_t first, vi& c0, vi& c1) {
+    const vi lo = philox_set(static_cast<std::uint32_t>(first));
+    c0 = _mm512_add_epi32(lo, philox_lane_index());
+    const __mmask16 carry = _mm512_cmplt_epu32_mask(c0, lo);
+    c1 = _mm512_mask_add_epi32(philox_set(static_cast<std::uint32_t>(first >> 32)), carry, philox_set(static_cast<std::uint32_t>(first >> 32)),
+                               philox_set(1));
+}
+inline void philox_store(std::uint32_t* p, vi a) { _mm512_storeu_si512(p, a); }
+#else
+inline vi philox_mul(vi a, vi m, vi& lo) {
+    lo = _mm256_mullo_epi32(a, m);
+    const vi even = _mm256_srli_epi64(_mm256_mul_epu32(a, m), 32);
+    const vi odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+    return _mm256_blend_epi32(even, odd, 0xAA);
+}
+inline vi philox_xor(vi a, vi b) { return _mm256_xor_si256(a, b); }
+inline vi philox_set(std::uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
+inline vi philox_lane_index() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+inline void philox_counters(std::uint64_t first, vi& c0, vi& c1) {
+    const vi lo = philox_set(static_cast<std::uint32_t>(first));
+    c0 = _mm256_add_epi32(lo, philox_lane_index());
+    const vi sign = philox_set(0x80000000u);  // unsigned c0 < lo as a signed compare of flipped values
+    const vi carry = _mm256_cmpgt_epi32(_mm256_xor_si256(lo, sign), _mm256_xor_si256(c0, sign));
+    c1 = _mm256_sub_epi32(philox_set(static_cast<std::uint32_t>(first >> 32)), carry);  // carry is -1 where it wraps
+}
+inline void philox_store(std::uint32_t* p, vi a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), a); }
+#endif
+
+/// The 128 bits of the 16 Philox blocks first_block .. first_block + 15 of the stream (key, ctr2,
+/// ctr3), in element order: out[4·l + w] is word w of block first_block + l.
+inline void philox_blocks16(std::uint32_t key0, std::uint32_t key1, std::uint32_t ctr2, std::uint32_t ctr3, std::uint64_t first_block,
+                            std::uint32_t* out) {
+    const vi m0 = philox_set(0xD2511F53u), m1 = philox_set(0xCD9E8D57u);
+    for (int part = 0; part < 16 / W; ++part) {
+        vi c0, c1, c2 = philox_set(ctr2), c3 = philox_set(ctr3);
+        philox_counters(first_block + static_cast<std::uint64_t>(part * W), c0, c1);
+        std::uint32_t k0 = key0, k1 = key1;
+        for (int round = 0; round < 10; ++round) {
+            vi lo0, lo1;
+            const vi hi0 = philox_mul(c0, m0, lo0), hi1 = philox_mul(c2, m1, lo1);
+            c0 = philox_xor(philox_xor(hi1, c1), philox_set(k0));
+            c2 = philox_xor(philox_xor(hi0, c3), philox_set(k1));
+            c1 = lo1;
+            c3 = lo0;
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        alignas(64) std::uint32_t w[4][W];
+        philox_store(w[0], c0);
+        philox_store(w[1], c1);
+        philox_store(w[2], c2);
+        philox_store(w[3], c3);
+        std::uint32_t* o = out + 4 * part * W;
+        for (int l = 0; l < W; ++l) o[4 * l] = w[0][l], o[4 * l + 1] = w[1][l], o[4 * l + 2] = w[2][l], o[4 * l + 3] = w[3][l];
+    }
+}
+
 } // namespace celltx::cpu_detail::CELLTX_SIMD_NS
