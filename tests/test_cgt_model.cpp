@@ -484,7 +484,6 @@ BOOST_AUTO_TEST_CASE(inference_forward_keeps_nothing_and_predicts_the_same_bits)
             BOOST_TEST(bit_identical(out.H_genes, kept.H_genes));
         }
         BOOST_TEST(stats.live.load() == before);
-        return names_inference;
     };
     const Tensor<double> dy = testing::random_tensor(Shape{in.batch.batch_size(), 1}, 9);
     CgtGi<double> gi(config_of(in));

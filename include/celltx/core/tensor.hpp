@@ -79,13 +79,14 @@ public:
             p = it->ptr;
             cached_ -= it->size;
             live_ += it->size;
+            live_peak_ = std::max(live_peak_, live_);  // a reused block is working set too
             sizes_.push_back({p, it->size});
             free_.erase(it);
         }
         return p;
     }
     /// Records a fresh block of round(bytes), first freeing cached blocks that would take the
-    /// footprint past its peak.
+    /// footprint past 9/8 of the live bytes' peak.
     void* fresh(std::size_t bytes) {
         const std::size_t size = round(bytes);
         {

@@ -754,11 +754,9 @@ inline vi philox_set(std::uint32_t v) { return _mm512_set1_epi32(static_cast<int
 inline vi philox_lane_index() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
 /// The counters lo + lane and, carrying into them, hi.
 inline void philox_counters(std::uint64_t first, vi& c0, vi& c1) {
-    const vi lo = philox_set(static_cast<std::uint32_t>(first));
+    const vi lo = philox_set(static_cast<std::uint32_t>(first)), hi = philox_set(static_cast<std::uint32_t>(first >> 32));
     c0 = _mm512_add_epi32(lo, philox_lane_index());
-    const __mmask16 carry = _mm512_cmplt_epu32_mask(c0, lo);
-    c1 = _mm512_mask_add_epi32(philox_set(static_cast<std::uint32_t>(first >> 32)), carry, philox_set(static_cast<std::uint32_t>(first >> 32)),
-                               philox_set(1));
+    c1 = _mm512_mask_add_epi32(hi, _mm512_cmplt_epu32_mask(c0, lo), hi, philox_set(1));  // + 1 where the low word wrapped
 }
 inline void philox_store(std::uint32_t* p, vi a) { _mm512_storeu_si512(p, a); }
 #else
