@@ -6,6 +6,8 @@
 //  - GELU with the exact erf, value and derivative (Φ from a polynomial near 0 and
 //    erfc(z) = e^{-z²}·R(1/(1+z)) beyond, so the negative tail keeps its relative accuracy);
 //  - SwiGLU and its gradients (σ through vexp); the Adam update;
+//  - Philox4x32-10 blocks in lanes (the generic attention kernel's dropout masks, bit for bit
+//    CounterRng::bits);
 //  - the dense Type I block's row kernels: LayerNorm rows (in double, as the scalar rows), bias + GELU
 //    fused, column sums;
 //  - the attention at head width 8 (attention_small_head.hpp drives them).
