@@ -306,6 +306,59 @@ BOOST_AUTO_TEST_CASE(kernels_match_a_dense_reference) {
     }
 }
 
+// The head-width-8 vector kernels draw the generic kernel's dropout masks where they use them (a
+// Philox counter per row lane in the forward, 64 keys of a row in lanes in the backward): at each
+// vector level, against the dense reference and against the generic float kernel (no vector level),
+// where a single differing mask element would show as an error near 1e-2.
+BOOST_AUTO_TEST_CASE(head_width_8_kernels_with_dropout_match_the_generic_kernel_at_every_vector_level) {
+    const auto best = cpu_detail::detect_simd_level();
+    if (best == cpu_detail::SimdLevel::none) {
+        BOOST_TEST_MESSAGE("no AVX2: the head-width-8 kernels do not run on this CPU");
+        return;
+    }
+    const std::vector<KernelCase> cases{
+        {{2, 130, 260, 4, 2, 8}, 0.2},   // rows start on word 0 of a Philox block; 4 keys past the 16-key steps
+        {{1, 67, 301, 2, 1, 8}, 0.1},    // tk % 4 == 1: rows start at every word of a block
+        {{1, 20, 2050, 2, 2, 8}, 0.35},  // three key ranges in the backward, tk % 4 == 2
+    };
+    for (const auto& c : cases) {
+        const auto& d = c.d;
+        auto q = random_tensor(Shape{d.batch, d.tq, d.hq, d.dh}, 31, 1.2);
+        auto k = random_tensor(Shape{d.batch, d.tk, d.hkv, d.dh}, 32, 1.2);
+        auto v = random_tensor(Shape{d.batch, d.tk, d.hkv, d.dh}, 33);
+        auto dout = random_tensor(Shape{d.batch, d.tq, d.hq, d.dh}, 34);
+        const AttentionDropout drop{c.p, 7, 8, 9};
+        const Dense ref = dense_forward(d, q, k, v, drop);
+        const DenseGrads g = dense_backward(d, q, k, v, ref, dout, nullptr);
+        const auto old = cpu_detail::set_simd_level(cpu_detail::SimdLevel::none);
+        const KernelResult generic = run_kernels<float>(d, q, k, v, dout, drop);
+        for (auto level : {cpu_detail::SimdLevel::avx2, cpu_detail::SimdLevel::avx512}) {
+            if (static_cast<int>(level) > static_cast<int>(best)) continue;
+            cpu_detail::set_simd_level(level);
+            BOOST_TEST_CONTEXT(describe(c) << " vector level " << static_cast<int>(level)) {
+                const KernelResult f = run_kernels<float>(d, q, k, v, dout, drop);
+                const double fo = max_error(f.o, ref.o, 1e-2), fq = max_error(f.dq, g.dq, 1e-2), fk = max_error(f.dk, g.dk, 1e-2),
+                             fv = max_error(f.dv, g.dv, 1e-2);
+                const double go = max_error(f.o, generic.o, 1e-2), gq = max_error(f.dq, generic.dq, 1e-2),
+                             gk = max_error(f.dk, generic.dk, 1e-2), gv = max_error(f.dv, generic.dv, 1e-2);
+                BOOST_TEST_MESSAGE(fmt::format("{} level {}: vs dense O {:.1e} dQ {:.1e} dK {:.1e} dV {:.1e}; vs generic O {:.1e} dQ {:.1e} "
+                                               "dK {:.1e} dV {:.1e}",
+                                               describe(c), static_cast<int>(level), fo, fq, fk, fv, go, gq, gk, gv));
+                BOOST_TEST(fo < 5e-5);  // sums in another order; one flipped mask element would give > 1e-2
+                BOOST_TEST(max_error(f.lse, ref.lse, 1e-2) < 2e-6);
+                BOOST_TEST(fq < 1e-4);
+                BOOST_TEST(fk < 1e-4);
+                BOOST_TEST(fv < 1e-4);
+                BOOST_TEST(go < 1e-4);  // two float results, each within 5e-5 of the reference
+                BOOST_TEST(gq < 1e-4);
+                BOOST_TEST(gk < 1e-4);
+                BOOST_TEST(gv < 1e-4);
+            }
+        }
+        cpu_detail::set_simd_level(old);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(dropout_mask_keeps_about_one_minus_p_and_depends_on_step_and_stream) {
     const AttentionDims d{2, 50, 60, 2, 2, 4};
     const AttentionDropout a{0.3, 1, 2, 3}, b{0.3, 1, 2, 4}, c{0.3, 1, 9, 3};

@@ -193,8 +193,8 @@ static void attention_forward(const AttentionDims& d, HeadsRef<const T> q, Heads
     check_operand("O", o, d.hq, d, d.tq);
     require(lse != nullptr || d.batch * d.tq == 0, "attention_forward: LSE is null");
     if constexpr (std::is_same_v<T, float>) {
-        if (cpu_detail::small_head::applies(d, drop)) {
-            cpu_detail::small_head::forward(d, q, k, v, o, lse);
+        if (cpu_detail::small_head::applies(d)) {
+            cpu_detail::small_head::forward(d, q, k, v, o, lse, drop);
             return;
         }
     }
@@ -277,8 +277,8 @@ static void attention_backward(const AttentionDims& d, HeadsRef<const T> q, Head
         for (const auto& t : hook->terms) check_term(t, d);
     const T* coef = hook ? hook->coef : nullptr;
     if constexpr (std::is_same_v<T, float>) {
-        if (cpu_detail::small_head::applies(d, drop)) {
-            cpu_detail::small_head::backward(d, q, k, v, o, lse, dout, dq, dk, dv, coef);
+        if (cpu_detail::small_head::applies(d)) {
+            cpu_detail::small_head::backward(d, q, k, v, o, lse, dout, dq, dk, dv, coef, drop);
             if (hook)
                 cpu_detail::parallel_for(d.batch * d.hkv, [&](index_t task) {
                     graph_hook_edges(d, q, k, dq, dk, *hook, task / d.hkv, task % d.hkv);

@@ -15,7 +15,10 @@
 //    (per range, summed over the ranges in order afterwards).
 // Each sum runs in a fixed order, so results do not depend on the thread count. The graph hook's
 // dense part enters through D_i − c_i; its sparse part is the generic kernel's edge pass.
-// Anything else (double, other widths, dropout, other CPUs, empty operands) takes the generic path.
+// Dropout draws the generic kernel's masks (the same bits, CUDA's too) where they are used: the
+// forward evaluates Philox with a counter per lane (one row each), 4 keys per evaluation; the
+// backward draws each query row's 64 keys of a tile in lanes into a tile of factors.
+// Anything else (double, other widths, other CPUs, empty operands) takes the generic path.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -35,8 +38,15 @@ inline constexpr index_t rows_per_task = 64;  // query rows per forward task and
 inline constexpr index_t keys_per_task = 64;  // keys per backward tile
 
 /// Whether the head-width-8 kernels take this call.
-inline bool applies(const AttentionDims& d, const AttentionDropout& drop) {
-    return CELLTX_SIMD && simd_level() != SimdLevel::none && d.dh == 8 && d.tq > 0 && d.tk > 0 && !drop.active();
+inline bool applies(const AttentionDims& d) {
+    return CELLTX_SIMD && simd_level() != SimdLevel::none && d.dh == 8 && d.tq > 0 && d.tk > 0;
+}
+
+/// The kernels' form of a dropout (CounterRng words, integer threshold, float factor).
+inline AttentionDropout8 dropout_of(const AttentionDropout& drop) {
+    const CounterRng rng = drop.rng();
+    return {static_cast<std::uint32_t>(rng.seed()), static_cast<std::uint32_t>(rng.seed() >> 32), static_cast<std::uint32_t>(rng.stream()),
+            static_cast<std::uint32_t>(rng.stream() >> 32), ops::keep_threshold(drop.p), static_cast<float>(1.0 / (1.0 - drop.p))};
 }
 
 inline index_t padded_keys(index_t tk) { return (tk + 15) / 16 * 16; }
@@ -68,18 +78,19 @@ inline AttentionPack8 pack_of(const Tensor<float>& pack, const AttentionDims& d,
     return {pack.data() + (b * d.hkv + g) * 16 * tkpad, d.tk, tkpad};
 }
 
-inline void forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo, float* lse) {
+inline void forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo, float* lse,
+                         const AttentionDropout8* drop, std::uint64_t row0) {
 #if CELLTX_SIMD
-    run_simd(simd_avx512::attn8_forward_rows, simd_avx2::attn8_forward_rows, kv, q, ldq, rows, scale, o, ldo, lse);
+    run_simd(simd_avx512::attn8_forward_rows, simd_avx2::attn8_forward_rows, kv, q, ldq, rows, scale, o, ldo, lse, drop, row0);
 #endif
 }
 
 inline void backward_tile(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* krows, index_t ldk, const float* qs,
                           const float* gs, const float* neg_lse2, const float* neg_dc, index_t i0, index_t i1, float* dkt, float* dvt,
-                          float* dqp, float* ds_tile) {
+                          float* dqp, float* ds_tile, const AttentionDropout8* drop, std::uint64_t first, float* mask_tile) {
 #if CELLTX_SIMD
     run_simd(simd_avx512::attn8_backward_tile, simd_avx2::attn8_backward_tile, kv, j0, nkeys, krows, ldk, qs, gs, neg_lse2, neg_dc, i0,
-             i1, dkt, dvt, dqp, ds_tile);
+             i1, dkt, dvt, dqp, ds_tile, drop, first, mask_tile);
 #endif
 }
 
@@ -93,24 +104,30 @@ inline index_t keys_per_range(index_t tk) {
 
 /// O and LSE (applies() must hold).
 inline void forward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<const float> k, HeadsRef<const float> v, HeadsRef<float> o,
-                    float* lse) {
+                    float* lse, const AttentionDropout& dropout) {
     const Tensor<float> pack = pack_keys(d, k, v);
+    const AttentionDropout8 drop = dropout_of(dropout);
+    const AttentionDropout8* dp = dropout.active() ? &drop : nullptr;
     const float scale = static_cast<float>(d.softmax_scale());
     const index_t nqb = (d.tq + rows_per_task - 1) / rows_per_task, group = d.group();
     parallel_for(d.batch * d.hq * nqb, [&](index_t task) {
         const index_t b = task / (d.hq * nqb), h = (task / nqb) % d.hq, i0 = (task % nqb) * rows_per_task;
         const index_t rows = std::min(rows_per_task, d.tq - i0);
         forward_rows(pack_of(pack, d, b, h / group), q.data + (b * d.tq + i0) * q.ld + h * 8, q.ld, rows, scale,
-                     o.data + (b * d.tq + i0) * o.ld + h * 8, o.ld, lse + (b * d.hq + h) * d.tq + i0);
+                     o.data + (b * d.tq + i0) * o.ld + h * 8, o.ld, lse + (b * d.hq + h) * d.tq + i0, dp,
+                     ops::attention_element_index(d, b, h, i0, 0));
     });
 }
 
-/// dQ, dK, dV (assigned; applies() must hold); coef: the graph hook's c_i [batch, hq, tq] or null.
+/// dQ, dK, dV (assigned; applies() must hold); coef: the graph hook's c_i [batch, hq, tq] or null;
+/// dropout: the forward's.
 /// The hook's sparse part is left to the caller.
 inline void backward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<const float> k, HeadsRef<const float> v,
                      HeadsRef<const float> o, const float* lse, HeadsRef<const float> dout, HeadsRef<float> dq, HeadsRef<float> dk,
-                     HeadsRef<float> dv, const float* coef) {
+                     HeadsRef<float> dv, const float* coef, const AttentionDropout& dropout) {
     const Tensor<float> pack = pack_keys(d, k, v);
+    const AttentionDropout8 drop = dropout_of(dropout);
+    const AttentionDropout8* dp = dropout.active() ? &drop : nullptr;
     const float scale = static_cast<float>(d.softmax_scale());
     const index_t group = d.group();
     // Per (batch item, head): the queries times scale·log2 e and dO packed [tq][8], −(D_i − c_i) [tq] and
@@ -149,7 +166,7 @@ inline void backward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<c
         const index_t b = task / (d.hkv * nr), g = (task / nr) % d.hkv, r = task % nr;
         const index_t k0 = r * per_range, k1 = std::min(d.tk, k0 + per_range);
         const AttentionPack8 kv = pack_of(pack, d, b, g);
-        alignas(64) float dkt[8 * 64], dvt[8 * 64], ds_tile[64 * 64];
+        alignas(64) float dkt[8 * 64], dvt[8 * 64], ds_tile[64 * 64], mask_tile[64 * 64];
         for (index_t j0 = k0; j0 < k1; j0 += keys_per_task) {
             const index_t n = std::min(keys_per_task, k1 - j0);
             std::fill(dkt, dkt + 8 * 64, 0.0f);
@@ -162,7 +179,7 @@ inline void backward(const AttentionDims& d, HeadsRef<const float> q, HeadsRef<c
                 float* dqp = dq_partial.data() + ((b * d.hq + h) * nr + r) * dq_per_head;
                 for (index_t i0 = 0; i0 < d.tq; i0 += rows_per_task)
                     backward_tile(kv, j0, n, krows, k.ld, qs, gs, neg_lse2, neg_dc, i0, std::min(d.tq, i0 + rows_per_task), dkt, dvt, dqp,
-                                  ds_tile);
+                                  ds_tile, dp, ops::attention_element_index(d, b, h, i0, j0), mask_tile);
             }
             for (index_t c = 0; c < n; ++c) {
                 float* dkj = dk.data + (b * d.tk + j0 + c) * dk.ld + g * 8;

@@ -6,8 +6,8 @@
 //  - GELU with the exact erf, value and derivative (Φ from a polynomial near 0 and
 //    erfc(z) = e^{-z²}·R(1/(1+z)) beyond, so the negative tail keeps its relative accuracy);
 //  - SwiGLU and its gradients (σ through vexp); the Adam update;
-//  - Philox4x32-10 blocks in lanes (the generic attention kernel's dropout masks, bit for bit
-//    CounterRng::bits);
+//  - Philox4x32-10 blocks in lanes, bit for bit CounterRng::bits (the attention kernels' dropout
+//    masks: consecutive blocks, or a counter per lane);
 //  - the dense Type I block's row kernels: LayerNorm rows (in double, as the scalar rows), bias + GELU
 //    fused, column sums;
 //  - the attention at head width 8 (attention_small_head.hpp drives them).
@@ -19,6 +19,7 @@
 #include <cstring>
 #include <type_traits>
 #include "celltx/backend/math/norm.hpp"
+#include "celltx/core/rng.hpp"
 #include "celltx/core/shape.hpp"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && !defined(CELLTX_NO_SIMD)
@@ -41,6 +42,14 @@ enum class SimdLevel { none = 0, avx2 = 1, avx512 = 2 };
 struct AttentionPack8 {
     const float* tiles = nullptr;
     index_t tk = 0, tkpad = 0;
+};
+
+/// Attention dropout for the head-width-8 kernels: score element e (ops::attention_element_index)
+/// keeps keep_scale (1/(1 − p)) iff word e & 3 of Philox block e >> 2 under key (key0, key1) and
+/// counter words (ctr2, ctr3) is at least threshold (ops::keep_threshold): the generic kernel's masks.
+struct AttentionDropout8 {
+    std::uint32_t key0 = 0, key1 = 0, ctr2 = 0, ctr3 = 0, threshold = 0;
+    float keep_scale = 1.0f;
 };
 
 /// K row e of the keys from j on (j % 16 + the vector width <= 16) is at attn8_keys(kv, j) + 16·e,

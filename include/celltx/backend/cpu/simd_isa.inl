@@ -480,6 +480,228 @@ inline void sum_columns(const float* x, index_t rows, index_t cols, float* colsu
     }
 }
 
+// ---- Philox4x32-10 in vector lanes (core/rng.hpp's philox4x32_rounds, bit for bit): one counter
+// per 32-bit lane. hi(a·m) comes from two 32x32->64 products (even and odd lanes), lo from mullo.
+#if CELLTX_SIMD_W == 16
+using lane_mask = __mmask16;
+inline vi philox_mul(vi a, vi m, vi& lo) {
+    lo = _mm512_mullo_epi32(a, m);
+    const vi even = _mm512_srli_epi64(_mm512_mul_epu32(a, m), 32);
+    const vi odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+    return _mm512_mask_blend_epi32(0xAAAA, even, odd);
+}
+inline vi philox_xor3(vi a, vi b, vi c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }  // a ^ b ^ c in one instruction
+inline vi philox_set(std::uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
+inline vi philox_lane_index() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+/// The counters lo + lane and, carrying into them, hi.
+inline void philox_counters(std::uint64_t first, vi& c0, vi& c1) {
+    const vi lo = philox_set(static_cast<std::uint32_t>(first)), hi = philox_set(static_cast<std::uint32_t>(first >> 32));
+    c0 = _mm512_add_epi32(lo, philox_lane_index());
+    c1 = _mm512_mask_add_epi32(hi, _mm512_cmplt_epu32_mask(c0, lo), hi, philox_set(1));  // + 1 where the low word wrapped
+}
+/// The 64-bit counters (hi, lo) of every lane plus one.
+inline void philox_increment(vi& lo, vi& hi) {
+    lo = _mm512_add_epi32(lo, philox_set(1));
+    hi = _mm512_mask_add_epi32(hi, _mm512_cmpeq_epi32_mask(lo, _mm512_setzero_si512()), hi, philox_set(1));
+}
+inline void philox_store(std::uint32_t* p, vi a) { _mm512_storeu_si512(p, a); }
+inline vi philox_load(const std::uint32_t* p) { return _mm512_loadu_si512(p); }
+inline lane_mask lanes_equal(vi a, vi b) { return _mm512_cmpeq_epi32_mask(a, b); }
+/// b in the lanes of m, a elsewhere.
+inline vi lanes_blend(lane_mask m, vi a, vi b) { return _mm512_mask_blend_epi32(m, a, b); }
+/// keep where bits >= threshold (unsigned), else 0: the dropout factor (math::dropout_factor).
+inline vf dropout_factor_lanes(vi bits, vi threshold, vf keep) { return _mm512_maskz_mov_ps(_mm512_cmpge_epu32_mask(bits, threshold), keep); }
+/// Words w of blocks l (c_w's lanes) in element order: out[q] holds elements 16q .. 16q + 15, that
+/// is word e & 3 of block e >> 2 in lane e & 15. A 4x4 transpose within each 128-bit lane gives
+/// each block's 4 words together, a 4x4 transpose of the 128-bit lanes puts the blocks in order.
+inline void philox_element_order(vi c0, vi c1, vi c2, vi c3, vi (&out)[4]) {
+    const vi t0 = _mm512_unpacklo_epi32(c0, c1), t1 = _mm512_unpackhi_epi32(c0, c1);
+    const vi t2 = _mm512_unpacklo_epi32(c2, c3), t3 = _mm512_unpackhi_epi32(c2, c3);
+    const vi r0 = _mm512_unpacklo_epi64(t0, t2), r1 = _mm512_unpackhi_epi64(t0, t2);  // blocks 4L, 4L + 1 in 128-bit lane L
+    const vi r2 = _mm512_unpacklo_epi64(t1, t3), r3 = _mm512_unpackhi_epi64(t1, t3);  // blocks 4L + 2, 4L + 3
+    const vi u0 = _mm512_shuffle_i32x4(r0, r1, _MM_SHUFFLE(1, 0, 1, 0)), u1 = _mm512_shuffle_i32x4(r2, r3, _MM_SHUFFLE(1, 0, 1, 0));
+    const vi u2 = _mm512_shuffle_i32x4(r0, r1, _MM_SHUFFLE(3, 2, 3, 2)), u3 = _mm512_shuffle_i32x4(r2, r3, _MM_SHUFFLE(3, 2, 3, 2));
+    out[0] = _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(2, 0, 2, 0));
+    out[1] = _mm512_shuffle_i32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1));
+    out[2] = _mm512_shuffle_i32x4(u2, u3, _MM_SHUFFLE(2, 0, 2, 0));
+    out[3] = _mm512_shuffle_i32x4(u2, u3, _MM_SHUFFLE(3, 1, 3, 1));
+}
+#else
+using lane_mask = __m256i;
+inline vi philox_mul(vi a, vi m, vi& lo) {
+    lo = _mm256_mullo_epi32(a, m);
+    const vi even = _mm256_srli_epi64(_mm256_mul_epu32(a, m), 32);
+    const vi odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+    return _mm256_blend_epi32(even, odd, 0xAA);
+}
+inline vi philox_xor3(vi a, vi b, vi c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
+inline vi philox_set(std::uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
+inline vi philox_lane_index() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+inline void philox_counters(std::uint64_t first, vi& c0, vi& c1) {
+    const vi lo = philox_set(static_cast<std::uint32_t>(first));
+    c0 = _mm256_add_epi32(lo, philox_lane_index());
+    const vi sign = philox_set(0x80000000u);  // unsigned c0 < lo as a signed compare of flipped values
+    const vi carry = _mm256_cmpgt_epi32(_mm256_xor_si256(lo, sign), _mm256_xor_si256(c0, sign));
+    c1 = _mm256_sub_epi32(philox_set(static_cast<std::uint32_t>(first >> 32)), carry);  // carry is -1 where it wraps
+}
+inline void philox_increment(vi& lo, vi& hi) {
+    lo = _mm256_add_epi32(lo, philox_set(1));
+    hi = _mm256_sub_epi32(hi, _mm256_cmpeq_epi32(lo, _mm256_setzero_si256()));  // -1 where lo wrapped to 0
+}
+inline void philox_store(std::uint32_t* p, vi a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), a); }
+inline vi philox_load(const std::uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline lane_mask lanes_equal(vi a, vi b) { return _mm256_cmpeq_epi32(a, b); }
+inline vi lanes_blend(lane_mask m, vi a, vi b) { return _mm256_blendv_epi8(a, b, m); }
+inline vf dropout_factor_lanes(vi bits, vi threshold, vf keep) {
+    const vi kept = _mm256_cmpeq_epi32(_mm256_max_epu32(bits, threshold), bits);  // bits >= threshold, unsigned
+    return _mm256_and_ps(_mm256_castsi256_ps(kept), keep);
+}
+/// Words w of blocks l (c_w's lanes) in element order: out[q] holds elements 8q .. 8q + 7.
+inline void philox_element_order(vi c0, vi c1, vi c2, vi c3, vi (&out)[4]) {
+    const vi t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
+    const vi t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
+    const vi r0 = _mm256_unpacklo_epi64(t0, t2), r1 = _mm256_unpackhi_epi64(t0, t2);  // blocks 4L, 4L + 1 in 128-bit lane L
+    const vi r2 = _mm256_unpacklo_epi64(t1, t3), r3 = _mm256_unpackhi_epi64(t1, t3);
+    out[0] = _mm256_permute2x128_si256(r0, r1, 0x20);
+    out[1] = _mm256_permute2x128_si256(r2, r3, 0x20);
+    out[2] = _mm256_permute2x128_si256(r0, r1, 0x31);
+    out[3] = _mm256_permute2x128_si256(r2, r3, 0x31);
+}
+#endif
+
+/// The round keys of Philox4x32-10 under key (k0, k1), broadcast once for many evaluations.
+struct PhiloxRoundKeys {
+    vi k0[10], k1[10];
+    PhiloxRoundKeys(std::uint32_t key0, std::uint32_t key1) {
+        for (int round = 0; round < 10; ++round) {
+            k0[round] = philox_set(key0);
+            k1[round] = philox_set(key1);
+            key0 += 0x9E3779B9u;
+            key1 += 0xBB67AE85u;
+        }
+    }
+};
+
+/// The ten Philox4x32-10 rounds on the counters (c0, c1, c2, c3) of every lane.
+inline void philox_rounds(vi& c0, vi& c1, vi& c2, vi& c3, const PhiloxRoundKeys& keys) {
+    const vi m0 = philox_set(0xD2511F53u), m1 = philox_set(0xCD9E8D57u);
+    for (int round = 0; round < 10; ++round) {
+        vi lo0, lo1;
+        const vi hi0 = philox_mul(c0, m0, lo0), hi1 = philox_mul(c2, m1, lo1);
+        c0 = philox_xor3(hi1, c1, keys.k0[round]);
+        c2 = philox_xor3(hi0, c3, keys.k1[round]);
+        c1 = lo1;
+        c3 = lo0;
+    }
+}
+
+/// The 128 bits of the 16 Philox blocks first_block .. first_block + 15 of the stream (key, ctr2,
+/// ctr3), in element order: out[4·l + w] is word w of block first_block + l.
+inline void philox_blocks16(std::uint32_t key0, std::uint32_t key1, std::uint32_t ctr2, std::uint32_t ctr3, std::uint64_t first_block,
+                            std::uint32_t* out) {
+    const PhiloxRoundKeys keys(key0, key1);
+    for (int part = 0; part < 16 / W; ++part) {
+        vi c0, c1, c2 = philox_set(ctr2), c3 = philox_set(ctr3);
+        philox_counters(first_block + static_cast<std::uint64_t>(part * W), c0, c1);
+        philox_rounds(c0, c1, c2, c3, keys);
+        vi words[4];
+        philox_element_order(c0, c1, c2, c3, words);
+        for (int q = 0; q < 4; ++q) philox_store(out + 4 * part * W + q * W, words[q]);
+    }
+}
+
+// ---- Attention dropout at head width 8: the generic kernel's masks (element e of the stream is
+// kept iff word e & 3 of block e >> 2 is at least the threshold), drawn where the kernels need them.
+
+/// The forward's factors for W query rows in lanes, keys in order four at a time: lane r is the
+/// row whose key 0 is stream element row0 + r·tk. One Philox evaluation (a counter per lane) gives
+/// the next 4 keys of every row. A row whose key 0 is not word 0 of its block (tk % 4 != 0) takes
+/// its 4 words from this block and the next one's, which the next call evaluates anyway.
+class Attn8RowDropout {
+public:
+    Attn8RowDropout(const AttentionDropout8& drop, std::uint64_t row0, index_t tk)
+        : keys_(drop.key0, drop.key1), ctr2_(philox_set(drop.ctr2)), ctr3_(philox_set(drop.ctr3)),
+          threshold_(philox_set(drop.threshold)), keep_(vset(drop.keep_scale)) {
+        alignas(64) std::uint32_t lo[W], hi[W], off[W];
+        for (int r = 0; r < W; ++r) {
+            const std::uint64_t e = row0 + static_cast<std::uint64_t>(r) * static_cast<std::uint64_t>(tk);
+            lo[r] = static_cast<std::uint32_t>(e >> 2);
+            hi[r] = static_cast<std::uint32_t>(e >> 34);
+            off[r] = static_cast<std::uint32_t>(e & 3);
+            aligned_ = aligned_ && off[r] == 0;
+        }
+        lo_ = philox_load(lo);
+        hi_ = philox_load(hi);
+        if (!aligned_) {
+            const vi o = philox_load(off);
+            off1_ = lanes_equal(o, philox_set(1));
+            off2_ = lanes_equal(o, philox_set(2));
+            off3_ = lanes_equal(o, philox_set(3));
+            evaluate(prev_);
+        }
+    }
+
+    /// The factors (keep_scale or 0) of the next 4 keys of every row, into f[0..3].
+    void next4(vf* f) {
+        vi cur[4];
+        evaluate(cur);
+        if (aligned_) {
+            for (int w = 0; w < 4; ++w) f[w] = dropout_factor_lanes(cur[w], threshold_, keep_);
+            return;
+        }
+        const vi x[8] = {prev_[0], prev_[1], prev_[2], prev_[3], cur[0], cur[1], cur[2], cur[3]};
+        for (int w = 0; w < 4; ++w) {  // word off + w of the two blocks, per lane
+            const vi bits = lanes_blend(off3_, lanes_blend(off2_, lanes_blend(off1_, x[w], x[w + 1]), x[w + 2]), x[w + 3]);
+            f[w] = dropout_factor_lanes(bits, threshold_, keep_);
+        }
+        for (int w = 0; w < 4; ++w) prev_[w] = cur[w];
+    }
+
+private:
+    void evaluate(vi (&c)[4]) {
+        c[0] = lo_, c[1] = hi_, c[2] = ctr2_, c[3] = ctr3_;
+        philox_rounds(c[0], c[1], c[2], c[3], keys_);
+        philox_increment(lo_, hi_);
+    }
+
+    PhiloxRoundKeys keys_;
+    vi ctr2_, ctr3_, threshold_;
+    vf keep_;
+    vi lo_, hi_;  // the next block's counter per lane
+    vi prev_[4] = {};
+    lane_mask off1_{}, off2_{}, off3_{};
+    bool aligned_ = true;
+};
+
+/// The factors of the 64 stream elements from e into out[64] (one query row's keys of a backward
+/// tile): 16 blocks in lanes, put in element order in registers; a 17th block when e % 4 != 0.
+inline void attn8_dropout_factors64(const AttentionDropout8& drop, const PhiloxRoundKeys& keys, std::uint64_t e, float* out) {
+    const vi threshold = philox_set(drop.threshold);
+    const vf keep = vset(drop.keep_scale);
+    const std::uint64_t block = e >> 2;
+    const int skip = static_cast<int>(e & 3);
+    alignas(64) std::uint32_t words[68 + W];
+    for (int part = 0; part < 16 / W; ++part) {
+        vi c0, c1, c2 = philox_set(drop.ctr2), c3 = philox_set(drop.ctr3);
+        philox_counters(block + static_cast<std::uint64_t>(part * W), c0, c1);
+        philox_rounds(c0, c1, c2, c3, keys);
+        vi v[4];
+        philox_element_order(c0, c1, c2, c3, v);
+        for (int q = 0; q < 4; ++q) {
+            if (skip == 0)
+                vstore(out + 4 * part * W + q * W, dropout_factor_lanes(v[q], threshold, keep));
+            else
+                philox_store(words + 4 * part * W + q * W, v[q]);
+        }
+    }
+    if (skip == 0) return;
+    const std::uint64_t last = block + 16;
+    const auto tail = philox4x32({static_cast<std::uint32_t>(last), static_cast<std::uint32_t>(last >> 32), drop.ctr2, drop.ctr3},
+                                 {drop.key0, drop.key1});
+    for (int w = 0; w < 4; ++w) words[64 + w] = tail[static_cast<std::size_t>(w)];
+    for (int c = 0; c < 64; c += W) vstore(out + c, dropout_factor_lanes(philox_load(words + skip + c), threshold, keep));
+}
+
 // =================================================================================================
 // Attention at head width 8 (float). Keys and values of one (batch item, kv head) come packed and
 // transposed in tiles of 16 keys (AttentionPack8, attn8_keys), padded with zeros to tkpad (a
@@ -492,9 +714,11 @@ inline void sum_columns(const float* x, index_t rows, index_t cols, float* colsu
 inline constexpr float attn8_rescale_margin = 8.0f;
 
 /// NK keys from j against W query rows in lanes (attn8_forward_rows): the online softmax's sums
-/// (acc, l) and maxima (m) per lane.
-template <int NK>
-inline void attn8_forward_keys(const AttentionPack8& kv, index_t j, const vf (&qt)[8], vf (&acc)[8], vf& l, vf& m) {
+/// (acc, l) and maxima (m) per lane. With Drop, key j + t's probabilities enter P·V times the
+/// dropout factors f[t]; the sum l takes them undropped.
+template <int NK, bool Drop>
+inline void attn8_forward_keys(const AttentionPack8& kv, index_t j, const vf (&qt)[8], vf (&acc)[8], vf& l, vf& m,
+                               [[maybe_unused]] const vf* f) {
     const float* kj[NK];
     vf s[NK];
     for (int t = 0; t < NK; ++t) {
@@ -515,7 +739,9 @@ inline void attn8_forward_keys(const AttentionPack8& kv, index_t j, const vf (&q
     for (int t = 0; t < NK; ++t) {
         const vf p = vexp2_softmax(vsub(s[t], m));
         l = vadd(l, p);
-        for (int e = 0; e < 8; ++e) acc[e] = vfma(p, vset(kj[t][128 + 16 * e]), acc[e]);
+        vf pd = p;
+        if constexpr (Drop) pd = vmul(p, f[t]);
+        for (int e = 0; e < 8; ++e) acc[e] = vfma(pd, vset(kj[t][128 + 16 * e]), acc[e]);
     }
 }
 
@@ -525,8 +751,10 @@ inline constexpr int attn8_forward_keys_per_step = 16;  // independent score cha
 /// (natural log; the sweep keeps scores and maxima in base 2). The queries lie in vector lanes (W
 /// rows at a time, transposed once); each key's 16 entries are broadcast operands, so the
 /// accumulators of P·V, the sums and the maxima are per lane: no horizontal operation in the loop.
-inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo,
-                               float* lse) {
+/// With Drop, row r's key j is dropout stream element row0 + r·tk + j.
+template <bool Drop>
+inline void attn8_forward_rows_impl(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o,
+                                    index_t ldo, float* lse, const AttentionDropout8* drop, std::uint64_t row0) {
     const float scale2 = scale * 1.44269504088896341f;
     constexpr int NK = attn8_forward_keys_per_step;
     for (index_t r0 = 0; r0 < rows; r0 += W) {
@@ -538,8 +766,21 @@ inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t
         for (int e = 0; e < 8; ++e) qt[e] = vload(buf + e * W), acc[e] = vzero();
         vf l = vzero(), m = vset(-std::numeric_limits<float>::infinity());
         index_t j = 0;
-        for (; j + NK <= kv.tk; j += NK) attn8_forward_keys<NK>(kv, j, qt, acc, l, m);
-        for (; j < kv.tk; ++j) attn8_forward_keys<1>(kv, j, qt, acc, l, m);
+        if constexpr (Drop) {
+            Attn8RowDropout masks(*drop, row0 + static_cast<std::uint64_t>(r0) * static_cast<std::uint64_t>(kv.tk), kv.tk);
+            vf f[NK];
+            for (; j + NK <= kv.tk; j += NK) {
+                for (int t = 0; t < NK; t += 4) masks.next4(f + t);
+                attn8_forward_keys<NK, true>(kv, j, qt, acc, l, m, f);
+            }
+            for (; j < kv.tk; ++j) {  // j starts a multiple of 4
+                if ((j & 3) == 0) masks.next4(f);
+                attn8_forward_keys<1, true>(kv, j, qt, acc, l, m, f + (j & 3));
+            }
+        } else {
+            for (; j + NK <= kv.tk; j += NK) attn8_forward_keys<NK, false>(kv, j, qt, acc, l, m, nullptr);
+            for (; j < kv.tk; ++j) attn8_forward_keys<1, false>(kv, j, qt, acc, l, m, nullptr);
+        }
         for (int e = 0; e < 8; ++e) vstore(buf + e * W, vdiv(acc[e], l));
         alignas(64) float lb[W], mb[W];
         vstore(lb, l);
@@ -549,6 +790,15 @@ inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t
             lse[r0 + r] = (mb[r] + std::log2(lb[r])) * 0.693147180559945309f;
         }
     }
+}
+
+/// attn8_forward_rows_impl, with dropout when drop is not null.
+inline void attn8_forward_rows(const AttentionPack8& kv, const float* q, index_t ldq, index_t rows, float scale, float* o, index_t ldo,
+                               float* lse, const AttentionDropout8* drop, std::uint64_t row0) {
+    if (drop)
+        attn8_forward_rows_impl<true>(kv, q, ldq, rows, scale, o, ldo, lse, drop, row0);
+    else
+        attn8_forward_rows_impl<false>(kv, q, ldq, rows, scale, o, ldo, lse, nullptr, 0);
 }
 
 /// dq rows of QR queries from a tile of dS (row r at tile + r·64, its first nkeys entries) and the
@@ -566,12 +816,13 @@ inline void attn8_dq_from_tile(const float* tile, index_t nkeys, const float* kr
 
 /// NQ consecutive queries (from i) against one vector of keys (K rows at kt + 16·e, V rows at
 /// kt + 128 + 16·e): dS into ds_row (query i + n at ds_row + 64·n), dK and dV ADDED into the
-/// registers dk, dv. The NQ queries share each load of K and V.
-template <int NQ>
+/// registers dk, dv. The NQ queries share each load of K and V. With Drop, the dropout factors lie
+/// at mask_row like dS: dP = factor·(dO·V) and dV takes the dropped P.
+template <int NQ, bool Drop>
 inline void attn8_tile_queries(const float* kt, const float* qs, const float* gs, const float* neg_lse, const float* neg_dc, index_t i,
-                               float* ds_row, vf (&dk)[8], vf (&dv)[8]) {
+                               float* ds_row, [[maybe_unused]] const float* mask_row, vf (&dk)[8], vf (&dv)[8]) {
     vf s[NQ], dp[NQ];
-    for (int n = 0; n < NQ; ++n) s[n] = vset(neg_lse[i + n]), dp[n] = vset(neg_dc[i + n]);  // s − lse, dP − dc from the start
+    for (int n = 0; n < NQ; ++n) s[n] = vset(neg_lse[i + n]), dp[n] = Drop ? vzero() : vset(neg_dc[i + n]);  // s − lse, dP − dc from the start
     for (int e = 0; e < 8; ++e) {
         const vf k = vload(kt + 16 * e);
         for (int n = 0; n < NQ; ++n) s[n] = vfma(vset(qs[(i + n) * 8 + e]), k, s[n]);
@@ -583,12 +834,18 @@ inline void attn8_tile_queries(const float* kt, const float* qs, const float* gs
         for (int n = 0; n < NQ; ++n) dp[n] = vfma(vset(gs[(i + n) * 8 + e]), v, dp[n]);
     }
     for (int n = 0; n < NQ; ++n) {
+        vf pd = p[n];
+        if constexpr (Drop) {
+            const vf f = vload(mask_row + 64 * n);
+            dp[n] = vfma(dp[n], f, vset(neg_dc[i + n]));
+            pd = vmul(p[n], f);
+        }
         const vf ds = vmul(p[n], dp[n]);
         vstore(ds_row + 64 * n, ds);
         const float* qi = qs + (i + n) * 8;
         const float* gi = gs + (i + n) * 8;
         for (int e = 0; e < 8; ++e) {
-            dv[e] = vfma(p[n], vset(gi[e]), dv[e]);
+            dv[e] = vfma(pd, vset(gi[e]), dv[e]);
             dk[e] = vfma(ds, vset(qi[e]), dk[e]);
         }
     }
@@ -600,10 +857,19 @@ inline void attn8_tile_queries(const float* kt, const float* qs, const float* gs
 /// scales it). qs: the head's queries times scale·log2 e, packed [tq][8] (so dK comes out times
 /// log2 e); gs: its dO [tq][8]; neg_lse: −(the LSE in base 2), neg_dc: −(D − c) [tq]; krows: the keys'
 /// rows (key j0 at krows). dS = P·(dP − D + c) goes through ds_tile [64][64] once per key vector,
-/// and dQ reads it back a row of queries at a time.
-inline void attn8_backward_tile(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* krows, index_t ldk, const float* qs,
-                                const float* gs, const float* neg_lse, const float* neg_dc, index_t i0, index_t i1, float* dkt, float* dvt,
-                                float* dqp, float* ds_tile) {
+/// and dQ reads it back a row of queries at a time. With Drop, (query i, key j0) is dropout stream
+/// element first + (i − i0)·tk, and the tile's factors go through mask_tile [64][64] first.
+template <bool Drop>
+inline void attn8_backward_tile_impl(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* krows, index_t ldk, const float* qs,
+                                     const float* gs, const float* neg_lse, const float* neg_dc, index_t i0, index_t i1, float* dkt,
+                                     float* dvt, float* dqp, float* ds_tile, const AttentionDropout8* drop, std::uint64_t first,
+                                     float* mask_tile) {
+    if constexpr (Drop) {
+        const PhiloxRoundKeys keys(drop->key0, drop->key1);
+        for (index_t i = i0; i < i1; ++i)
+            attn8_dropout_factors64(*drop, keys, first + static_cast<std::uint64_t>(i - i0) * static_cast<std::uint64_t>(kv.tk),
+                                    mask_tile + (i - i0) * 64);
+    }
     for (index_t c = 0; c * W < nkeys; ++c) {
         const index_t j = j0 + c * W;
         const float* kt = attn8_keys(kv, j);
@@ -613,9 +879,12 @@ inline void attn8_backward_tile(const AttentionPack8& kv, index_t j0, index_t nk
             dv[e] = vload(dvt + e * 64 + c * W);
         }
         float* ds_col = ds_tile + c * W;
+        const float* mask_col = Drop ? mask_tile + c * W : nullptr;
         index_t i = i0;
-        for (; i + 4 <= i1; i += 4) attn8_tile_queries<4>(kt, qs, gs, neg_lse, neg_dc, i, ds_col + (i - i0) * 64, dk, dv);
-        for (; i < i1; ++i) attn8_tile_queries<1>(kt, qs, gs, neg_lse, neg_dc, i, ds_col + (i - i0) * 64, dk, dv);
+        for (; i + 4 <= i1; i += 4)
+            attn8_tile_queries<4, Drop>(kt, qs, gs, neg_lse, neg_dc, i, ds_col + (i - i0) * 64, Drop ? mask_col + (i - i0) * 64 : nullptr, dk, dv);
+        for (; i < i1; ++i)
+            attn8_tile_queries<1, Drop>(kt, qs, gs, neg_lse, neg_dc, i, ds_col + (i - i0) * 64, Drop ? mask_col + (i - i0) * 64 : nullptr, dk, dv);
         for (int e = 0; e < 8; ++e) {
             vstore(dkt + e * 64 + c * W, dk[e]);
             vstore(dvt + e * 64 + c * W, dv[e]);
@@ -626,6 +895,18 @@ inline void attn8_backward_tile(const AttentionPack8& kv, index_t j0, index_t nk
     index_t r = 0;
     for (; r + QR <= rows; r += QR) attn8_dq_from_tile<QR>(ds_tile + r * 64, nkeys, krows, ldk, dqp + (i0 + r) * 8);
     for (; r < rows; ++r) attn8_dq_from_tile<1>(ds_tile + r * 64, nkeys, krows, ldk, dqp + (i0 + r) * 8);
+}
+
+/// attn8_backward_tile_impl, with dropout when drop is not null.
+inline void attn8_backward_tile(const AttentionPack8& kv, index_t j0, index_t nkeys, const float* krows, index_t ldk, const float* qs,
+                                const float* gs, const float* neg_lse, const float* neg_dc, index_t i0, index_t i1, float* dkt, float* dvt,
+                                float* dqp, float* ds_tile, const AttentionDropout8* drop, std::uint64_t first, float* mask_tile) {
+    if (drop)
+        attn8_backward_tile_impl<true>(kv, j0, nkeys, krows, ldk, qs, gs, neg_lse, neg_dc, i0, i1, dkt, dvt, dqp, ds_tile, drop, first,
+                                       mask_tile);
+    else
+        attn8_backward_tile_impl<false>(kv, j0, nkeys, krows, ldk, qs, gs, neg_lse, neg_dc, i0, i1, dkt, dvt, dqp, ds_tile, nullptr, 0,
+                                        nullptr);
 }
 
 
@@ -739,73 +1020,5 @@ inline void dense_attention_backward_rows(const DenseAttentionRows& a, const flo
     }
 }
 
-
-// ---- Philox4x32-10 in vector lanes (core/rng.hpp's philox4x32_rounds, bit for bit): one counter
-// per 32-bit lane. hi(a·m) comes from two 32x32->64 products (even and odd lanes), lo from mullo.
-#if CELLTX_SIMD_W == 16
-inline vi philox_mul(vi a, vi m, vi& lo) {
-    lo = _mm512_mullo_epi32(a, m);
-    const vi even = _mm512_srli_epi64(_mm512_mul_epu32(a, m), 32);
-    const vi odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-    return _mm512_mask_blend_epi32(0xAAAA, even, odd);
-}
-inline vi philox_xor(vi a, vi b) { return _mm512_xor_si512(a, b); }
-inline vi philox_set(std::uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
-inline vi philox_lane_index() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
-/// The counters lo + lane and, carrying into them, hi.
-inline void philox_counters(std::uint64_t first, vi& c0, vi& c1) {
-    const vi lo = philox_set(static_cast<std::uint32_t>(first)), hi = philox_set(static_cast<std::uint32_t>(first >> 32));
-    c0 = _mm512_add_epi32(lo, philox_lane_index());
-    c1 = _mm512_mask_add_epi32(hi, _mm512_cmplt_epu32_mask(c0, lo), hi, philox_set(1));  // + 1 where the low word wrapped
-}
-inline void philox_store(std::uint32_t* p, vi a) { _mm512_storeu_si512(p, a); }
-#else
-inline vi philox_mul(vi a, vi m, vi& lo) {
-    lo = _mm256_mullo_epi32(a, m);
-    const vi even = _mm256_srli_epi64(_mm256_mul_epu32(a, m), 32);
-    const vi odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-    return _mm256_blend_epi32(even, odd, 0xAA);
-}
-inline vi philox_xor(vi a, vi b) { return _mm256_xor_si256(a, b); }
-inline vi philox_set(std::uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
-inline vi philox_lane_index() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
-inline void philox_counters(std::uint64_t first, vi& c0, vi& c1) {
-    const vi lo = philox_set(static_cast<std::uint32_t>(first));
-    c0 = _mm256_add_epi32(lo, philox_lane_index());
-    const vi sign = philox_set(0x80000000u);  // unsigned c0 < lo as a signed compare of flipped values
-    const vi carry = _mm256_cmpgt_epi32(_mm256_xor_si256(lo, sign), _mm256_xor_si256(c0, sign));
-    c1 = _mm256_sub_epi32(philox_set(static_cast<std::uint32_t>(first >> 32)), carry);  // carry is -1 where it wraps
-}
-inline void philox_store(std::uint32_t* p, vi a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), a); }
-#endif
-
-/// The 128 bits of the 16 Philox blocks first_block .. first_block + 15 of the stream (key, ctr2,
-/// ctr3), in element order: out[4·l + w] is word w of block first_block + l.
-inline void philox_blocks16(std::uint32_t key0, std::uint32_t key1, std::uint32_t ctr2, std::uint32_t ctr3, std::uint64_t first_block,
-                            std::uint32_t* out) {
-    const vi m0 = philox_set(0xD2511F53u), m1 = philox_set(0xCD9E8D57u);
-    for (int part = 0; part < 16 / W; ++part) {
-        vi c0, c1, c2 = philox_set(ctr2), c3 = philox_set(ctr3);
-        philox_counters(first_block + static_cast<std::uint64_t>(part * W), c0, c1);
-        std::uint32_t k0 = key0, k1 = key1;
-        for (int round = 0; round < 10; ++round) {
-            vi lo0, lo1;
-            const vi hi0 = philox_mul(c0, m0, lo0), hi1 = philox_mul(c2, m1, lo1);
-            c0 = philox_xor(philox_xor(hi1, c1), philox_set(k0));
-            c2 = philox_xor(philox_xor(hi0, c3), philox_set(k1));
-            c1 = lo1;
-            c3 = lo0;
-            k0 += 0x9E3779B9u;
-            k1 += 0xBB67AE85u;
-        }
-        alignas(64) std::uint32_t w[4][W];
-        philox_store(w[0], c0);
-        philox_store(w[1], c1);
-        philox_store(w[2], c2);
-        philox_store(w[3], c3);
-        std::uint32_t* o = out + 4 * part * W;
-        for (int l = 0; l < W; ++l) o[4 * l] = w[0][l], o[4 * l + 1] = w[1][l], o[4 * l + 2] = w[2][l], o[4 * l + 3] = w[3][l];
-    }
-}
 
 } // namespace celltx::cpu_detail::CELLTX_SIMD_NS
