@@ -171,6 +171,24 @@ struct KernelCase {
     double p;
 };
 
+/// Random operands of one case (tensor seeds seed .. seed + 3) and the dense reference's values and gradients.
+struct ReferenceCase {
+    Tensor<double> q, k, v, dout;
+    AttentionDropout drop;
+    Dense ref;
+    DenseGrads g;
+};
+ReferenceCase reference_case(const KernelCase& c, std::uint64_t seed, std::uint64_t drop_seed, std::uint64_t drop_stream,
+                             std::uint64_t drop_step) {
+    const auto& d = c.d;
+    ReferenceCase r{random_tensor(Shape{d.batch, d.tq, d.hq, d.dh}, seed, 1.2), random_tensor(Shape{d.batch, d.tk, d.hkv, d.dh}, seed + 1, 1.2),
+                    random_tensor(Shape{d.batch, d.tk, d.hkv, d.dh}, seed + 2), random_tensor(Shape{d.batch, d.tq, d.hq, d.dh}, seed + 3),
+                    AttentionDropout{c.p, drop_seed, drop_stream, drop_step}, {}, {}};
+    r.ref = dense_forward(d, r.q, r.k, r.v, r.drop);
+    r.g = dense_backward(d, r.q, r.k, r.v, r.ref, r.dout, nullptr);
+    return r;
+}
+
 std::string describe(const KernelCase& c) {
     return fmt::format("B={} tq={} tk={} hq={} hkv={} dh={} p={}", c.d.batch, c.d.tq, c.d.tk, c.d.hq, c.d.hkv, c.d.dh, c.p);
 }
@@ -275,13 +293,7 @@ BOOST_AUTO_TEST_CASE(kernels_match_a_dense_reference) {
     for (const auto& c : cases) {
         BOOST_TEST_CONTEXT(describe(c)) {
             const auto& d = c.d;
-            auto q = random_tensor(Shape{d.batch, d.tq, d.hq, d.dh}, 1, 1.2);
-            auto k = random_tensor(Shape{d.batch, d.tk, d.hkv, d.dh}, 2, 1.2);
-            auto v = random_tensor(Shape{d.batch, d.tk, d.hkv, d.dh}, 3);
-            auto dout = random_tensor(Shape{d.batch, d.tq, d.hq, d.dh}, 4);
-            const AttentionDropout drop{c.p, 99, 5, 3};
-            const Dense ref = dense_forward(d, q, k, v, drop);
-            const DenseGrads g = dense_backward(d, q, k, v, ref, dout, nullptr);
+            const auto [q, k, v, dout, drop, ref, g] = reference_case(c, 1, 99, 5, 3);
 
             const KernelResult r = run_kernels<double>(d, q, k, v, dout, drop);
             const double eo = max_error(r.o, ref.o), el = max_error(r.lse, ref.lse);
@@ -323,13 +335,7 @@ BOOST_AUTO_TEST_CASE(head_width_8_kernels_with_dropout_match_the_generic_kernel_
     };
     for (const auto& c : cases) {
         const auto& d = c.d;
-        auto q = random_tensor(Shape{d.batch, d.tq, d.hq, d.dh}, 31, 1.2);
-        auto k = random_tensor(Shape{d.batch, d.tk, d.hkv, d.dh}, 32, 1.2);
-        auto v = random_tensor(Shape{d.batch, d.tk, d.hkv, d.dh}, 33);
-        auto dout = random_tensor(Shape{d.batch, d.tq, d.hq, d.dh}, 34);
-        const AttentionDropout drop{c.p, 7, 8, 9};
-        const Dense ref = dense_forward(d, q, k, v, drop);
-        const DenseGrads g = dense_backward(d, q, k, v, ref, dout, nullptr);
+        const auto [q, k, v, dout, drop, ref, g] = reference_case(c, 31, 7, 8, 9);
         const auto old = cpu_detail::set_simd_level(cpu_detail::SimdLevel::none);
         const KernelResult generic = run_kernels<float>(d, q, k, v, dout, drop);
         for (auto level : {cpu_detail::SimdLevel::avx2, cpu_detail::SimdLevel::avx512}) {

@@ -69,19 +69,18 @@ void check_term(const GraphTerm<T>& t, const AttentionDims& d) {
 /// CounterRng::bits. The AVX2 / AVX-512 build computes all 16 in vector lanes (the portable loop
 /// below, vectorised by the compiler for the baseline ISA, took a third of a dropout training step).
 inline void philox_blocks(const CounterRng& rng, std::uint64_t first_block, int count, std::uint32_t (&out)[64]) {
-    if (simd_philox_blocks16(static_cast<std::uint32_t>(rng.seed()), static_cast<std::uint32_t>(rng.seed() >> 32),
-                             static_cast<std::uint32_t>(rng.stream()), static_cast<std::uint32_t>(rng.stream() >> 32), first_block, out))
-        return;
+    const PhiloxStream stream = rng.philox_stream();
+    if (simd_philox_blocks16(stream, first_block, out)) return;
     constexpr std::uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u, w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
     std::uint32_t c0[16], c1[16], c2[16], c3[16];
     for (int l = 0; l < 16; ++l) {
         const std::uint64_t idx = first_block + static_cast<std::uint64_t>(l < count ? l : 0);
         c0[l] = static_cast<std::uint32_t>(idx);
         c1[l] = static_cast<std::uint32_t>(idx >> 32);
-        c2[l] = static_cast<std::uint32_t>(rng.stream());
-        c3[l] = static_cast<std::uint32_t>(rng.stream() >> 32);
+        c2[l] = stream.stream0;
+        c3[l] = stream.stream1;
     }
-    std::uint32_t k0 = static_cast<std::uint32_t>(rng.seed()), k1 = static_cast<std::uint32_t>(rng.seed() >> 32);
+    std::uint32_t k0 = stream.key0, k1 = stream.key1;
     for (int round = 0; round < 10; ++round) {
 #ifdef _OPENMP
 #pragma omp simd

@@ -42,11 +42,9 @@ inline bool applies(const AttentionDims& d) {
     return CELLTX_SIMD && simd_level() != SimdLevel::none && d.dh == 8 && d.tq > 0 && d.tk > 0;
 }
 
-/// The kernels' form of a dropout (CounterRng words, integer threshold, float factor).
+/// The kernels' form of a dropout (its Philox stream, integer threshold, float factor).
 inline AttentionDropout8 dropout_of(const AttentionDropout& drop) {
-    const CounterRng rng = drop.rng();
-    return {static_cast<std::uint32_t>(rng.seed()), static_cast<std::uint32_t>(rng.seed() >> 32), static_cast<std::uint32_t>(rng.stream()),
-            static_cast<std::uint32_t>(rng.stream() >> 32), ops::keep_threshold(drop.p), static_cast<float>(1.0 / (1.0 - drop.p))};
+    return {drop.rng().philox_stream(), ops::keep_threshold(drop.p), static_cast<float>(1.0 / (1.0 - drop.p))};
 }
 
 inline index_t padded_keys(index_t tk) { return (tk + 15) / 16 * 16; }

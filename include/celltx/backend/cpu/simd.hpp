@@ -45,10 +45,11 @@ struct AttentionPack8 {
 };
 
 /// Attention dropout for the head-width-8 kernels: score element e (ops::attention_element_index)
-/// keeps keep_scale (1/(1 − p)) iff word e & 3 of Philox block e >> 2 under key (key0, key1) and
-/// counter words (ctr2, ctr3) is at least threshold (ops::keep_threshold): the generic kernel's masks.
+/// keeps keep_scale (1/(1 − p)) iff stream.element_bits(e) is at least threshold
+/// (ops::keep_threshold): the generic kernel's masks.
 struct AttentionDropout8 {
-    std::uint32_t key0 = 0, key1 = 0, ctr2 = 0, ctr3 = 0, threshold = 0;
+    PhiloxStream stream;
+    std::uint32_t threshold = 0;
     float keep_scale = 1.0f;
 };
 
@@ -173,11 +174,10 @@ inline bool simd_gelu_value_and_derivative(const float* x, float* y, float* d, i
 inline bool simd_gelu_backward(const float* x, const float* dy, float* dx, index_t n) {
     return run_simd(simd_avx512::gelu_backward, simd_avx2::gelu_backward, x, dy, dx, n);
 }
-/// The 16 Philox4x32-10 blocks first_block .. first_block + 15 of a stream (key, counter words 2
-/// and 3), element order: out[4·l + w] = word w of block first_block + l (CounterRng::bits).
-inline bool simd_philox_blocks16(std::uint32_t key0, std::uint32_t key1, std::uint32_t ctr2, std::uint32_t ctr3, std::uint64_t first_block,
-                                 std::uint32_t* out) {
-    return run_simd(simd_avx512::philox_blocks16, simd_avx2::philox_blocks16, key0, key1, ctr2, ctr3, first_block, out);
+/// The 16 Philox4x32-10 blocks first_block .. first_block + 15 of a stream, element order:
+/// out[4·l + w] = word w of block first_block + l (CounterRng::bits).
+inline bool simd_philox_blocks16(const PhiloxStream& stream, std::uint64_t first_block, std::uint32_t* out) {
+    return run_simd(simd_avx512::philox_blocks16, simd_avx2::philox_blocks16, stream, first_block, out);
 }
 /// The Adam/AdamW update (without amsgrad) of n floats.
 inline bool simd_adam_update(const AdamCoefficients& c, float* w, const float* g, float* m, float* v, index_t n) {
@@ -249,7 +249,7 @@ inline bool simd_sum_columns(const float*, index_t, index_t, float*) { return fa
 inline bool simd_gelu_forward(const float*, float*, index_t) { return false; }
 inline bool simd_swiglu_forward(const float*, const float*, float*, index_t) { return false; }
 inline bool simd_adam_update(const AdamCoefficients&, float*, const float*, float*, float*, index_t) { return false; }
-inline bool simd_philox_blocks16(std::uint32_t, std::uint32_t, std::uint32_t, std::uint32_t, std::uint64_t, std::uint32_t*) { return false; }
+inline bool simd_philox_blocks16(const PhiloxStream&, std::uint64_t, std::uint32_t*) { return false; }
 inline bool simd_swiglu_backward(const float*, const float*, const float*, float*, float*, index_t) { return false; }
 inline bool simd_gelu_value_and_derivative(const float*, float*, float*, index_t) { return false; }
 inline bool simd_gelu_backward(const float*, const float*, float*, index_t) { return false; }

@@ -569,10 +569,11 @@ inline void philox_element_order(vi c0, vi c1, vi c2, vi c3, vi (&out)[4]) {
 }
 #endif
 
-/// The round keys of Philox4x32-10 under key (k0, k1), broadcast once for many evaluations.
+/// The round keys of a stream's Philox4x32-10, broadcast once for many evaluations.
 struct PhiloxRoundKeys {
     vi k0[10], k1[10];
-    PhiloxRoundKeys(std::uint32_t key0, std::uint32_t key1) {
+    explicit PhiloxRoundKeys(const PhiloxStream& stream) {
+        std::uint32_t key0 = stream.key0, key1 = stream.key1;
         for (int round = 0; round < 10; ++round) {
             k0[round] = philox_set(key0);
             k1[round] = philox_set(key1);
@@ -595,19 +596,26 @@ inline void philox_rounds(vi& c0, vi& c1, vi& c2, vi& c3, const PhiloxRoundKeys&
     }
 }
 
-/// The 128 bits of the 16 Philox blocks first_block .. first_block + 15 of the stream (key, ctr2,
-/// ctr3), in element order: out[4·l + w] is word w of block first_block + l.
-inline void philox_blocks16(std::uint32_t key0, std::uint32_t key1, std::uint32_t ctr2, std::uint32_t ctr3, std::uint64_t first_block,
-                            std::uint32_t* out) {
-    const PhiloxRoundKeys keys(key0, key1);
+/// The 16 Philox blocks first_block .. first_block + 15 of `stream` as 64 words in element order:
+/// words[n] holds elements n·W .. n·W + W − 1 (word e & 3 of block first_block + (e >> 2)).
+inline void philox_blocks16_in_order(const PhiloxStream& stream, const PhiloxRoundKeys& keys, std::uint64_t first_block,
+                                     vi (&words)[64 / W]) {
     for (int part = 0; part < 16 / W; ++part) {
-        vi c0, c1, c2 = philox_set(ctr2), c3 = philox_set(ctr3);
+        vi c0, c1, c2 = philox_set(stream.stream0), c3 = philox_set(stream.stream1);
         philox_counters(first_block + static_cast<std::uint64_t>(part * W), c0, c1);
         philox_rounds(c0, c1, c2, c3, keys);
-        vi words[4];
-        philox_element_order(c0, c1, c2, c3, words);
-        for (int q = 0; q < 4; ++q) philox_store(out + 4 * part * W + q * W, words[q]);
+        vi v[4];
+        philox_element_order(c0, c1, c2, c3, v);
+        for (int q = 0; q < 4; ++q) words[4 * part + q] = v[q];
     }
+}
+
+/// The 128 bits of the 16 Philox blocks first_block .. first_block + 15 of `stream`, in element
+/// order: out[4·l + w] is word w of block first_block + l.
+inline void philox_blocks16(const PhiloxStream& stream, std::uint64_t first_block, std::uint32_t* out) {
+    vi words[64 / W];
+    philox_blocks16_in_order(stream, PhiloxRoundKeys(stream), first_block, words);
+    for (int n = 0; n < 64 / W; ++n) philox_store(out + n * W, words[n]);
 }
 
 // ---- Attention dropout at head width 8: the generic kernel's masks (element e of the stream is
@@ -620,7 +628,7 @@ inline void philox_blocks16(std::uint32_t key0, std::uint32_t key1, std::uint32_
 class Attn8RowDropout {
 public:
     Attn8RowDropout(const AttentionDropout8& drop, std::uint64_t row0, index_t tk)
-        : keys_(drop.key0, drop.key1), ctr2_(philox_set(drop.ctr2)), ctr3_(philox_set(drop.ctr3)),
+        : keys_(drop.stream), ctr2_(philox_set(drop.stream.stream0)), ctr3_(philox_set(drop.stream.stream1)),
           threshold_(philox_set(drop.threshold)), keep_(vset(drop.keep_scale)) {
         alignas(64) std::uint32_t lo[W], hi[W], off[W];
         for (int r = 0; r < W; ++r) {
@@ -678,28 +686,19 @@ private:
 inline void attn8_dropout_factors64(const AttentionDropout8& drop, const PhiloxRoundKeys& keys, std::uint64_t e, float* out) {
     const vi threshold = philox_set(drop.threshold);
     const vf keep = vset(drop.keep_scale);
-    const std::uint64_t block = e >> 2;
+    vi words[64 / W];
+    philox_blocks16_in_order(drop.stream, keys, e >> 2, words);
     const int skip = static_cast<int>(e & 3);
-    alignas(64) std::uint32_t words[68 + W];
-    for (int part = 0; part < 16 / W; ++part) {
-        vi c0, c1, c2 = philox_set(drop.ctr2), c3 = philox_set(drop.ctr3);
-        philox_counters(block + static_cast<std::uint64_t>(part * W), c0, c1);
-        philox_rounds(c0, c1, c2, c3, keys);
-        vi v[4];
-        philox_element_order(c0, c1, c2, c3, v);
-        for (int q = 0; q < 4; ++q) {
-            if (skip == 0)
-                vstore(out + 4 * part * W + q * W, dropout_factor_lanes(v[q], threshold, keep));
-            else
-                philox_store(words + 4 * part * W + q * W, v[q]);
-        }
+    if (skip == 0) {
+        for (int n = 0; n < 64 / W; ++n) vstore(out + n * W, dropout_factor_lanes(words[n], threshold, keep));
+        return;
     }
-    if (skip == 0) return;
-    const std::uint64_t last = block + 16;
-    const auto tail = philox4x32({static_cast<std::uint32_t>(last), static_cast<std::uint32_t>(last >> 32), drop.ctr2, drop.ctr3},
-                                 {drop.key0, drop.key1});
-    for (int w = 0; w < 4; ++w) words[64 + w] = tail[static_cast<std::size_t>(w)];
-    for (int c = 0; c < 64; c += W) vstore(out + c, dropout_factor_lanes(philox_load(words + skip + c), threshold, keep));
+    alignas(64) std::uint32_t bits[68 + W];  // the 16 blocks, the 17th, and room for the last load
+    for (int n = 0; n < 64 / W; ++n) philox_store(bits + n * W, words[n]);
+    std::uint32_t last[4];
+    drop.stream.block((e >> 2) + 16, last);
+    std::copy(last, last + 4, bits + 64);
+    for (int c = 0; c < 64; c += W) vstore(out + c, dropout_factor_lanes(philox_load(bits + skip + c), threshold, keep));
 }
 
 // =================================================================================================
@@ -865,7 +864,7 @@ inline void attn8_backward_tile_impl(const AttentionPack8& kv, index_t j0, index
                                      float* dvt, float* dqp, float* ds_tile, const AttentionDropout8* drop, std::uint64_t first,
                                      float* mask_tile) {
     if constexpr (Drop) {
-        const PhiloxRoundKeys keys(drop->key0, drop->key1);
+        const PhiloxRoundKeys keys(drop->stream);
         for (index_t i = i0; i < i1; ++i)
             attn8_dropout_factors64(*drop, keys, first + static_cast<std::uint64_t>(i - i0) * static_cast<std::uint64_t>(kv.tk),
                                     mask_tile + (i - i0) * 64);
