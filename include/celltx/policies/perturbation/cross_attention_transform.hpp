@@ -295,10 +295,10 @@ struct CrossAttentionTransform {
             Tensor<T, B> dq = Tensor<T, B>::uninitialized(Shape{N, d}), dkv = Tensor<T, B>::uninitialized(Shape{E, 2 * d});
             Tensor<T, B> scratch;  // the residual path's gradient when the caller wants no input gradient
             if (!dH.data()) scratch = Tensor<T, B>(Shape{N, d});
-            ops::DenseCrossAttentionBlockGrads<T> g{out_proj.weight.grad_for_backward().data(), out_proj.bias.grad_for_backward().data(), norm1.weight.grad_for_backward().data(),
-                                                   norm1.bias.grad_for_backward().data(),      ffn0.weight.grad_for_backward().data(),     ffn0.bias.grad_for_backward().data(),
-                                                   ffn3.weight.grad_for_backward().data(),     ffn3.bias.grad_for_backward().data(),       norm2.weight.grad_for_backward().data(),
-                                                   norm2.bias.grad_for_backward().data()};
+            auto grad = [](Parameter<T, B>& p) { return p.grad_for_backward().data(); };
+            ops::DenseCrossAttentionBlockGrads<T> g{grad(out_proj.weight), grad(out_proj.bias), grad(norm1.weight), grad(norm1.bias),
+                                                   grad(ffn0.weight),     grad(ffn0.bias),     grad(ffn3.weight),  grad(ffn3.bias),
+                                                   grad(norm2.weight),    grad(norm2.bias)};
             ops::dense_cross_attention_block_backward(B{}, dense_block(), hq_.data(), q_.data(), kv_.data(), dense_weights(), dense_saved(),
                                                       dRows.values.data(), dq.data(), dH.data() ? dH.data() : scratch.data(), dkv.data(), g);
             // Query projection over the genes: dWq = dQᵀ H, dbq = Σ dQ; dH += dQ Wq.
